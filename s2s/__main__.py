@@ -1,0 +1,3 @@
+from s2s.cli import cli
+
+cli()

@@ -1,0 +1,133 @@
+"""Checkpoints that survive being killed at any moment, and load without unpickling.
+
+Layout under a run directory:
+
+    checkpoints/step-00001200/model.safetensors   weights (safetensors: tensors only, no code)
+    checkpoints/step-00001200/trainer.pt          optimiser, schedule, RNG, data position
+    checkpoints/last -> step-00001200             pointers, swapped atomically
+    checkpoints/best -> step-00001000
+
+A step directory is written under a temporary name and renamed into place, then the pointer is
+replaced with `os.replace`; a run killed at any instant leaves either the old checkpoint or the
+new one, never half of one. `trainer.pt` is read with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_model
+from torch import nn
+
+from s2s.errors import UserError
+
+WEIGHTS, TRAINER = "model.safetensors", "trainer.pt"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def readable(path: Path, directory: bool = False) -> None:
+    """Give a temp file or directory the permissions a plain open()/mkdir() would have."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file via a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    readable(Path(tmp))
+    os.replace(tmp, path)
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def save_checkpoint(root: Path, step: int, model: nn.Module, trainer_state: dict | None) -> Path:
+    """Write checkpoints/step-N atomically and point `last` at it."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_name(step)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
+    save_model(model, str(tmp / WEIGHTS))
+    if trainer_state is not None:
+        torch.save(trainer_state, tmp / TRAINER)
+    readable(tmp, directory=True)
+    if final.exists():  # a re-save of the same step (e.g. after resuming and stopping at once)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    set_pointer(root, "last", final.name)
+    return final
+
+
+def set_pointer(root: Path, name: str, target: str) -> None:
+    """Atomically make `root/name` a relative symlink to `root/target`."""
+    tmp = root / f".{name}.{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, root / name)
+
+
+def prune_checkpoints(root: Path, keep: int) -> None:
+    """Delete all but the newest `keep` step directories, never the one `best` points to."""
+    steps = sorted(p for p in root.glob("step-*") if p.is_dir())
+    protected = {(root / n).resolve() for n in ("best", "last") if (root / n).exists()}
+    for old in steps[: max(len(steps) - keep, 0)]:
+        if old.resolve() not in protected:
+            shutil.rmtree(old)
+
+
+def resolve_checkpoint(run_dir: Path, which: str = "best") -> Path:
+    """The directory of checkpoint `which` (best | last | step-N | a path) of a run."""
+    candidate = Path(which)
+    if (candidate / WEIGHTS).is_file():
+        return candidate
+    path = Path(run_dir) / "checkpoints" / which
+    if not (path / WEIGHTS).is_file() and which == "best":
+        path = Path(run_dir) / "checkpoints" / "last"  # trained without validation
+    if not (path / WEIGHTS).is_file():
+        raise UserError(f"no checkpoint {which!r} in {run_dir} (missing {path / WEIGHTS}); "
+                        "train first with `s2s train`")
+    return path
+
+
+def load_weights(model: nn.Module, checkpoint: Path) -> None:
+    """Load safetensors weights into a model, strictly; a damaged file is a user error."""
+    path = Path(checkpoint) / WEIGHTS
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise UserError(f"checkpoint {path} is corrupt or incomplete ({str(e).splitlines()[0]}); "
+                        "use another checkpoint or retrain") from None
+    if missing or unexpected:
+        raise UserError(f"checkpoint {path} does not fit this model (missing {sorted(missing)[:3]}, "
+                        f"unexpected {sorted(unexpected)[:3]}); was the recipe changed?")
+
+
+def load_tensors(checkpoint: Path) -> dict[str, torch.Tensor]:
+    path = Path(checkpoint) / WEIGHTS
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"checkpoint {path} is corrupt or incomplete ({e})") from None
+
+
+def load_trainer_state(checkpoint: Path) -> dict:
+    path = Path(checkpoint) / TRAINER
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:  # unpickling errors come in many types; all mean "damaged"
+        raise UserError(f"trainer state {path} is corrupt or missing ({type(e).__name__}); "
+                        "resume from another checkpoint or retrain") from None

@@ -1,0 +1,157 @@
+"""The `s2s` command. Each command is a thin shell over a library function."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from s2s import __version__
+from s2s.errors import UserError
+
+
+class Group(click.Group):
+    """Prints a user mistake as one line and exits with status 2, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="s2s")
+def cli():
+    """Sequence-to-sequence translation and captioning with attention you can see."""
+
+
+decode_options = [
+    click.option("--beam", type=click.IntRange(1), help="Beam size (1 = greedy)."),
+    click.option("--length-penalty", type=float, help="Score = log-prob / length ** A."),
+    click.option("--batch-size", type=click.IntRange(1), help="Sentences per batch."),
+    click.option("--max-len", type=click.IntRange(0), default=0, help="Cap on output tokens."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+    click.option("--checkpoint", default="best", show_default=True, help="best, last or step-N."),
+]
+
+
+def with_options(options):
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return apply
+
+
+@cli.command()
+@click.argument("recipe")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key, e.g. --set train.max_steps=100 (repeatable).")
+@click.option("--run-dir", type=click.Path(path_type=Path), help="Default: runs/RECIPE_NAME.")
+@click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing run directory first.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def train(recipe, overrides, run_dir, resume, overwrite, device):
+    """Train RECIPE (a name from `s2s recipes`, a .yaml file, or a run directory to resume)."""
+    from s2s import distributed
+    from s2s.recipe import load_recipe, recipe_from_dict, apply_overrides, recipe_to_dict
+    from s2s.run import RECIPE_FILE, load_run_recipe
+    from s2s.train import train as run_training
+
+    distributed.init_from_env()
+    if (Path(recipe) / RECIPE_FILE).is_file():  # a run directory
+        run_dir = run_dir or Path(recipe)
+        loaded = recipe_from_dict(apply_overrides(recipe_to_dict(load_run_recipe(recipe)), overrides))
+    else:
+        loaded = load_recipe(recipe, overrides)
+        run_dir = run_dir or Path("runs") / loaded.name
+        if resume and (run_dir / RECIPE_FILE).is_file():
+            loaded = recipe_from_dict(apply_overrides(recipe_to_dict(load_run_recipe(run_dir)),
+                                                      overrides))
+    run_training(loaded, run_dir, device=device, resume=resume, overwrite=overwrite)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("text", nargs=-1)
+@click.option("-i", "--input", "input_file", type=click.Path(path_type=Path), help="Read lines from FILE.")
+@click.option("-o", "--output", "output_file", type=click.Path(path_type=Path), help="Write to FILE.")
+@click.option("--n-best", type=click.IntRange(1), default=1, help="Print N hypotheses per line, TAB score.")
+@with_options(decode_options)
+def translate(run_dir, text, input_file, output_file, n_best, beam, length_penalty, batch_size,
+              max_len, device, checkpoint):
+    """Translate TEXT, or FILE / stdin line by line (one output line per input line)."""
+    from s2s.cli_io import input_lines, output_stream, write_translations
+    from s2s.run import Run
+    from s2s.translate import DecodeOptions, translate_stream
+
+    run = Run.open(run_dir, checkpoint, device)
+    opts = DecodeOptions.from_run(run, beam=beam, n_best=n_best, length_penalty=length_penalty,
+                                  batch_size=batch_size, max_len=max_len)
+    lines, interactive = input_lines(text, input_file)
+    buffer = 1 if interactive else opts.batch_size * 8
+    with output_stream(output_file) as out:
+        write_translations(translate_stream(run, lines, opts, buffer), out, n_best)
+
+
+@cli.command()
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True, help="train, validation or test.")
+@click.option("--hyp", type=click.Path(path_type=Path), help="Score this file (no model needed) ...")
+@click.option("--ref", type=click.Path(path_type=Path), help="... against this reference file.")
+@click.option("-o", "--output", "output_file", type=click.Path(path_type=Path), help="Save hypotheses.")
+@click.option("--json", "as_json", is_flag=True, help="Print scores as JSON.")
+@with_options(decode_options)
+def evaluate(run_dir, split, hyp, ref, output_file, as_json, beam, length_penalty, batch_size,
+             max_len, device, checkpoint):
+    """BLEU and chrF (sacreBLEU, with signatures) of a run on a split, or of --hyp vs --ref."""
+    from s2s.checkpoint import atomic_write_text
+    from s2s.evaluate import evaluate_run, score_files
+
+    if hyp or ref:
+        if not (hyp and ref):
+            raise UserError("--hyp and --ref go together")
+        scores, where = score_files(hyp, ref), f"{hyp} vs {ref}"
+    elif run_dir is None:
+        raise UserError("give a RUN_DIR, or --hyp FILE --ref FILE")
+    else:
+        from s2s.run import Run
+        from s2s.translate import DecodeOptions
+
+        run = Run.open(run_dir, checkpoint, device)
+        opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty,
+                                      batch_size=batch_size, max_len=max_len)
+        scores, hyps = evaluate_run(run, split, opts)
+        where = f"{run_dir} ({run.checkpoint.name}) on {split}, beam {opts.beam}"
+        if output_file:
+            atomic_write_text(output_file, "".join(h + "\n" for h in hyps))
+    if as_json:
+        click.echo(json.dumps({"data": where, **scores.as_dict()}, indent=2))
+    else:
+        click.echo(f"{where}: {scores.sentences} sentences")
+        click.echo(f"BLEU  {scores.bleu:6.2f}  {scores.bleu_signature}")
+        click.echo(f"chrF  {scores.chrf:6.2f}  {scores.chrf_signature}")
+        click.echo(f"exact {scores.exact:6.2f}%")
+
+
+@cli.command()
+def recipes():
+    """List the recipes: name, task, model, attention, dataset."""
+    from s2s.recipe import list_recipes
+
+    rows = [("recipe", "task", "model", "attention", "dataset")] + list_recipes()
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def main():  # pragma: no cover - `python -m s2s`
+    cli(prog_name="s2s")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Load one split of a corpus with HuggingFace `datasets`, whatever its source.
+
+A recipe's `data` section names a hub id (`bentrevett/multi30k`), a local folder or file (JSONL,
+CSV, Parquet, a `save_to_disk` folder, an `imagefolder`), or a built-in generator (`dates`,
+`shapes`). Every source ends up as a `datasets.Dataset` with the recipe's source and target
+columns (dotted names reach into nested columns such as `translation.de`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import datasets
+
+from s2s.errors import UserError
+from s2s.recipe import DataConfig
+from s2s.registry import did_you_mean
+
+datasets.disable_progress_bars()
+datasets.logging.set_verbosity_error()
+
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv",
+                 ".parquet": "parquet", ".txt": "text"}
+
+
+def generators() -> dict[str, Callable[[str, int, int], list[dict]]]:
+    """Built-in corpora, made on the fly, deterministic by seed."""
+    from s2s.data import dates
+
+    found = {"dates": dates.generate}
+    try:
+        from s2s.data import shapes
+    except ImportError:  # the vision extra (Pillow) is not installed
+        return found
+    return {**found, "shapes": shapes.generate}
+
+
+def describe(cfg: DataConfig) -> str:
+    return cfg.path or cfg.dataset or "(no data.dataset or data.path)"
+
+
+def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
+    """Split `split` ("train" | "validation" | "test") as named in the recipe."""
+    name = getattr(cfg.splits, split)
+    if cfg.path:
+        ds = load_local(Path(cfg.path), name)
+    elif cfg.dataset in generators():
+        size = getattr(cfg.sizes, split)
+        ds = datasets.Dataset.from_list(generators()[cfg.dataset](split, size, cfg.seed))
+    elif cfg.dataset:
+        ds = load_hub(cfg.dataset, cfg.config, name)
+    else:
+        raise UserError("the recipe names no data: set data.dataset (hub id or generator) "
+                        "or data.path (local folder)")
+    if len(ds) == 0:
+        raise UserError(f"split {name!r} of {describe(cfg)} is empty")
+    return ds
+
+
+def load_hub(hub_id: str, config: str | None, split: str) -> datasets.Dataset:
+    try:
+        return datasets.load_dataset(hub_id, config, split=split)
+    except ValueError as e:
+        if "split" in str(e).lower():
+            raise UserError(f"dataset {hub_id!r} has no split {split!r} ({e})") from None
+        raise UserError(f"cannot load dataset {hub_id!r}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # offline, unknown id, gated ...: all mean "not reachable as given"
+        raise UserError(f"cannot load {hub_id!r} from the HuggingFace hub "
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                        "check the id or point data.path at a local copy") from None
+
+
+def load_local(path: Path, split: str) -> datasets.Dataset:
+    """A `save_to_disk` folder, a folder of per-split files or image folders, or one file."""
+    if not path.exists():
+        raise UserError(f"data path not found: {path}")
+    if path.is_file():
+        builder = FILE_BUILDERS.get(path.suffix)
+        if builder is None:
+            raise UserError(f"unsupported data file {path}; use one of {', '.join(FILE_BUILDERS)}")
+        return datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        saved = datasets.load_from_disk(str(path))
+        if isinstance(saved, datasets.Dataset):
+            return saved
+        if split not in saved:
+            raise UserError(f"no split {split!r} in {path} (it has: {', '.join(saved)})")
+        return saved[split]
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.stem.split("-")[0] == split
+                   and p.suffix in FILE_BUILDERS)
+    if files:
+        builder = FILE_BUILDERS[files[0].suffix]
+        return datasets.load_dataset(builder, data_files={split: [str(f) for f in files]},
+                                     split=split)
+    if (path / split).is_dir():
+        return datasets.load_dataset("imagefolder", data_dir=str(path), split=split)
+    present = sorted({p.stem.split("-")[0] for p in path.iterdir() if p.suffix in FILE_BUILDERS}
+                     | {p.name for p in path.iterdir() if p.is_dir()})
+    raise UserError(f"no split {split!r} in {path} (found: {', '.join(present) or 'nothing'}); "
+                    f"expected {split}.jsonl, {split}.csv, {split}.parquet or a {split}/ folder")
+
+
+def text_pairs(ds: datasets.Dataset, cfg: DataConfig) -> datasets.Dataset:
+    """The split reduced to text columns `src` and `tgt` (plus generator extras such as spans).
+
+    Dotted names reach into nested columns (`translation.de`). Nothing is copied into Python
+    lists: the result is a view of the same (memory-mapped) Arrow table.
+    """
+    if "." in cfg.src or "." in cfg.tgt:
+        ds = ds.flatten()
+    for name in (cfg.src, cfg.tgt):
+        if name not in ds.column_names:
+            raise UserError(f"column {name!r} not found in {describe(cfg)}"
+                            f"{did_you_mean(name, ds.column_names)}; "
+                            f"columns: {', '.join(ds.column_names)}")
+        feature = ds.features[name]
+        if getattr(feature, "dtype", None) not in ("string", "large_string"):
+            raise UserError(f"column {name!r} of {describe(cfg)} must hold text, not {feature}")
+    extras = [c for c in ds.column_names if c.endswith("_span")]
+    ds = ds.select_columns([cfg.src, cfg.tgt, *extras])
+    return ds.rename_columns({old: new for old, new in ((cfg.src, "src"), (cfg.tgt, "tgt"))
+                              if old != new})

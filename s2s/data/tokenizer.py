@@ -1,0 +1,106 @@
+"""SentencePiece tokenisers, trained on the training split on first use, kept in the run directory.
+
+One joint model (`joint.model`) serves both sides when the recipe says `joint: true`, which lets
+the model share source, target and output embeddings; otherwise `src.model` and `tgt.model`.
+Ids 0-3 are reserved everywhere: padding, unknown, begin and end of sentence.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import sentencepiece as spm
+
+from s2s.checkpoint import readable
+from s2s.errors import UserError
+from s2s.recipe import TokenizerConfig
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+
+
+class Tokenizer:
+    """Source and target SentencePiece processors (the same object when joint)."""
+
+    def __init__(self, src: spm.SentencePieceProcessor, tgt: spm.SentencePieceProcessor):
+        self.src, self.tgt = src, tgt
+
+    @property
+    def joint(self) -> bool:
+        return self.src is self.tgt
+
+    @property
+    def src_vocab_size(self) -> int:
+        return self.src.get_piece_size()
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.tgt.get_piece_size()
+
+    def encode_src(self, texts: list[str]) -> list[list[int]]:
+        return self.src.encode(texts)
+
+    def encode_tgt(self, texts: list[str]) -> list[list[int]]:
+        return self.tgt.encode(texts)
+
+    def decode_tgt(self, ids: list[list[int]]) -> list[str]:
+        return self.tgt.decode(ids)
+
+    def src_pieces(self, ids: list[int]) -> list[str]:
+        return [self.src.id_to_piece(i) for i in ids]
+
+    def tgt_pieces(self, ids: list[int]) -> list[str]:
+        return [self.tgt.id_to_piece(i) for i in ids]
+
+    @classmethod
+    def load(cls, folder: Path) -> "Tokenizer":
+        folder = Path(folder)
+        if (folder / "joint.model").is_file():
+            joint = _processor(folder / "joint.model")
+            return cls(joint, joint)
+        if (folder / "src.model").is_file() and (folder / "tgt.model").is_file():
+            return cls(_processor(folder / "src.model"), _processor(folder / "tgt.model"))
+        raise UserError(f"no SentencePiece model in {folder} (expected joint.model or "
+                        "src.model + tgt.model); is this a run directory?")
+
+    @classmethod
+    def train(cls, cfg: TokenizerConfig, src_texts: Iterable[str], tgt_texts: Iterable[str],
+              folder: Path) -> "Tokenizer":
+        """Train on the given texts and save into `folder` (written atomically)."""
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        try:
+            if cfg.joint:
+                _train(cfg, itertools.chain(src_texts, tgt_texts), tmp / "joint")
+            else:
+                _train(cfg, src_texts, tmp / "src")
+                _train(cfg, tgt_texts, tmp / "tgt")
+            readable(tmp, directory=True)
+            if folder.exists():
+                shutil.rmtree(folder)
+            tmp.rename(folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return cls.load(folder)
+
+
+def _processor(path: Path) -> spm.SentencePieceProcessor:
+    try:
+        return spm.SentencePieceProcessor(model_file=str(path))
+    except (OSError, RuntimeError) as e:
+        raise UserError(f"cannot read SentencePiece model {path}: {e}") from None
+
+
+def _train(cfg: TokenizerConfig, texts: Iterable[str], prefix: Path) -> None:
+    if cfg.type not in ("unigram", "bpe", "char"):
+        raise UserError(f"tokenizer.type must be unigram, bpe or char, not {cfg.type!r}")
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=(t for t in texts if t), model_prefix=str(prefix),
+        model_type=cfg.type, vocab_size=cfg.vocab_size, hard_vocab_limit=False,
+        character_coverage=cfg.character_coverage, input_sentence_size=cfg.max_sentences,
+        shuffle_input_sentence=True, pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
+        num_threads=2, minloglevel=2)

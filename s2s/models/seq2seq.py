@@ -1,0 +1,66 @@
+"""The protocol every architecture implements, so search, training and inspection need no
+knowledge of RNNs, Transformers or images.
+
+- `encode(src, src_mask) -> state`: a flat dict of batch-first tensors (or tuples of them):
+  memory, masks, pre-projected attention keys, recurrent state, per-layer key/value caches.
+- `step(state, prev_tokens) -> (logits, state, weights)`: one decoder step, incremental.
+- `forward(src, src_mask, tgt_in) -> (logits, weights)`: the teacher-forced pass, parallel where
+  the architecture allows; `forward_features` stops before the output layer, so the loss can
+  skip padding before the (expensive) projection onto the vocabulary.
+
+Alignment weights have one layout everywhere: (B, layers, heads, Tq, Tk); an RNN has one layer
+and one head. They are None where the model has no attention (or skips computing it).
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+
+StateValue = Union[Tensor, tuple]
+State = dict[str, StateValue]
+
+
+def reorder_state(state: State, index: Tensor) -> State:
+    """Select (and repeat) batch rows of every tensor in a decoding state: beam search's one
+    operation on state."""
+
+    def select(value: StateValue) -> StateValue:
+        if isinstance(value, tuple):
+            return tuple(select(v) for v in value)
+        return value.index_select(0, index)
+
+    return {key: select(value) for key, value in state.items()}
+
+
+class Seq2Seq(nn.Module):
+    """Base class: an encoder-decoder with an output layer `generator` over the target vocabulary."""
+
+    generator: nn.Linear
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> State:
+        raise NotImplementedError
+
+    def step(self, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
+        raise NotImplementedError
+
+    def forward_features(self, src: Tensor, src_mask: Tensor,
+                         tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Decoder outputs before the output layer, (B, T, D), and alignment weights."""
+        raise NotImplementedError
+
+    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+        features, weights = self.forward_features(src, src_mask, tgt_in)
+        return self.generator(features), weights  # (B, T, V)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def init_uniform(module: nn.Module, scale: float) -> None:
+    """Uniform(-scale, scale) for every parameter: the long-standing recipe for attentional RNNs."""
+    for p in module.parameters():
+        nn.init.uniform_(p, -scale, scale)

@@ -1,0 +1,87 @@
+"""A run directory: everything needed to use a trained model, and nothing else.
+
+`runs/NAME/` holds the resolved `recipe.yaml`, the SentencePiece models in `tokenizer/`,
+`checkpoints/` and `metrics.jsonl`; `Run.open(path)` rebuilds the model from these alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from s2s.checkpoint import load_weights, resolve_checkpoint
+from s2s.data.tokenizer import Tokenizer
+from s2s.errors import UserError
+from s2s.models import Seq2Seq, build_model
+from s2s.recipe import Recipe, read_yaml, recipe_from_dict
+
+RECIPE_FILE, TOKENIZER_DIR, CHECKPOINT_DIR, METRICS_FILE = (
+    "recipe.yaml", "tokenizer", "checkpoints", "metrics.jsonl")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but no CUDA device is available")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda, not {name!r}")
+    return torch.device(name)
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls are fast here: CUDA with bf16 support, or a CPU with AMX tiles."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    amx = getattr(torch._C._cpu, "_is_amx_tile_supported", lambda: False)
+    return bool(amx())
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if fast_bf16(device) else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise UserError(f"train.precision must be auto, fp32 or bf16, not {precision!r}")
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast (fp32 master weights) or a no-op for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def load_run_recipe(run_dir: Path) -> Recipe:
+    path = Path(run_dir) / RECIPE_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run directory (no {RECIPE_FILE}); "
+                        "train one with `s2s train RECIPE`")
+    return recipe_from_dict(read_yaml(path))
+
+
+@dataclass
+class Run:
+    dir: Path
+    recipe: Recipe
+    tokenizer: Tokenizer
+    model: Seq2Seq
+    device: torch.device
+    precision: str
+    checkpoint: Path
+
+    @classmethod
+    def open(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> "Run":
+        run_dir = Path(run_dir)
+        recipe = load_run_recipe(run_dir)
+        tokenizer = Tokenizer.load(run_dir / TOKENIZER_DIR)
+        model = build_model(recipe.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+        where = resolve_checkpoint(run_dir, checkpoint)
+        load_weights(model, where)
+        dev = pick_device(device)
+        model.to(dev).eval()
+        return cls(run_dir, recipe, tokenizer, model, dev,
+                   resolve_precision(recipe.train.precision, dev), where)

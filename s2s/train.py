@@ -1,0 +1,378 @@
+"""The training loop: schedule, precision, validation, checkpoints, resume.
+
+Everything that decides what happens next is saved with each checkpoint (step, epoch, position in
+the epoch's batch order, optimiser, learning-rate scale, RNG, best score, elapsed time), so
+`--resume` continues as if the run had never stopped. Ctrl-C (or SIGTERM) saves and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from s2s import distributed as dist
+from s2s.checkpoint import (load_trainer_state, load_weights, prune_checkpoints, resolve_checkpoint,
+                            save_checkpoint, set_pointer)
+from s2s.data.batching import Batch, TokenizedSplit, token_batches
+from s2s.data.corpus import describe, load_split, text_pairs
+from s2s.data.tokenizer import PAD, Tokenizer
+from s2s.errors import UserError
+from s2s.evaluate import Scores, score
+from s2s.models import Seq2Seq, build_model
+from s2s.recipe import Recipe, TrainConfig, recipe_to_dict, save_recipe
+from s2s.run import (CHECKPOINT_DIR, METRICS_FILE, RECIPE_FILE, TOKENIZER_DIR, autocast,
+                     load_run_recipe, pick_device, resolve_precision)
+from s2s.search import decode, max_lengths
+
+HIGHER_IS_BETTER = {"bleu": True, "exact": True, "loss": False}
+
+
+def say(message: str) -> None:
+    """Log lines reach a file or pipe as they happen, not when a buffer fills."""
+    print(message, flush=True)
+
+
+def learning_rate(cfg: TrainConfig, step: int, scale: float) -> float:
+    """lr at optimiser step `step` (1-based): linear warm-up, then the schedule's shape."""
+    warm = min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if cfg.schedule == "inverse_sqrt" and cfg.warmup_steps and step > cfg.warmup_steps:
+        return max(cfg.lr * math.sqrt(cfg.warmup_steps / step), cfg.min_lr)
+    return max(cfg.lr * warm * scale, cfg.min_lr if step > cfg.warmup_steps else 0.0)
+
+
+class TokenLoss(nn.Module):
+    """Summed (label-smoothed) cross-entropy over real target tokens.
+
+    Padding is removed before the projection onto the vocabulary, the most expensive layer. A
+    module, so that DDP can wrap the whole forward pass.
+    """
+
+    def __init__(self, model: Seq2Seq, smoothing: float):
+        super().__init__()
+        self.model, self.smoothing = model, smoothing
+
+    def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor,
+                tgt_out: torch.Tensor) -> torch.Tensor:
+        features, _ = self.model.forward_features(src, src_mask, tgt_in)  # (B, T, D)
+        keep = tgt_out != PAD  # (B, T)
+        logits = self.model.generator(features[keep])  # (N, V)
+        return F.cross_entropy(logits.float(), tgt_out[keep], label_smoothing=self.smoothing,
+                               reduction="sum")
+
+
+def batch_loss(loss: nn.Module, batch: Batch) -> torch.Tensor:
+    return loss(batch.src, batch.src_mask, batch.tgt_in, batch.tgt_out)
+
+
+@dataclass
+class Progress:
+    """The part of the trainer's state that is not tensors (saved with every checkpoint)."""
+
+    step: int = 0
+    epoch: int = 1
+    batch_in_epoch: int = 0
+    elapsed: float = 0.0
+    target_tokens: int = 0
+    best: float | None = None
+    bad_evals: int = 0
+    lr_scale: float = 1.0
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, run_dir: Path, device: str = "auto", resume: bool = False,
+                 log=say):
+        self.recipe, self.cfg, self.run_dir, self.log = recipe, recipe.train, Path(run_dir), log
+        self.device = pick_device(device if not dist.active() else dist.device_for_rank(device))
+        self.precision = resolve_precision(self.cfg.precision, self.device)
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        if self.cfg.eval_metric not in HIGHER_IS_BETTER:
+            raise UserError(f"train.eval_metric must be one of {', '.join(HIGHER_IS_BETTER)}")
+        if self.cfg.schedule not in ("constant", "inverse_sqrt", "plateau"):
+            raise UserError("train.schedule must be constant, inverse_sqrt or plateau, "
+                            f"not {self.cfg.schedule!r}")
+        torch.manual_seed(self.cfg.seed)
+        self.tokenizer = self._tokenizer()
+        self.train_data, self.valid_data, self.train_rows = self._data()
+        self.model = build_model(recipe.model, self.tokenizer.src_vocab_size,
+                                 self.tokenizer.tgt_vocab_size).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr,
+                                           betas=self.cfg.betas, weight_decay=self.cfg.weight_decay)
+        self.progress = Progress()
+        if resume:
+            self._restore()
+        self.loss = dist.wrap(TokenLoss(self.model, self.cfg.label_smoothing), self.device)
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def _tokenizer(self) -> Tokenizer:
+        folder = self.run_dir / TOKENIZER_DIR
+        if folder.exists():
+            return Tokenizer.load(folder)
+        if dist.is_main():
+            pairs = text_pairs(load_split(self.recipe.data, "train"), self.recipe.data)
+            self.log(f"training {self.recipe.tokenizer.type} tokenizer "
+                     f"({self.recipe.tokenizer.vocab_size} pieces) on {len(pairs):,} pairs")
+            column = lambda name: (t for b in pairs.iter(batch_size=10_000) for t in b[name])  # noqa: E731
+            Tokenizer.train(self.recipe.tokenizer, column("src"), column("tgt"), folder)
+        dist.barrier()
+        return Tokenizer.load(folder)
+
+    def _data(self) -> tuple[TokenizedSplit, TokenizedSplit, np.ndarray]:
+        data, cache = self.recipe.data, self.run_dir / "cache"
+        splits = {}
+        for split in ("train", "validation"):
+            if dist.is_main():  # rank 0 tokenises and caches; the others read the cache
+                splits[split] = TokenizedSplit(text_pairs(load_split(data, split), data),
+                                               self.tokenizer, cache, split)
+            dist.barrier()
+            if not dist.is_main():
+                splits[split] = TokenizedSplit(text_pairs(load_split(data, split), data),
+                                               self.tokenizer, cache, split)
+        train = splits["train"]
+        rows = train.rows_within(data.max_src_len, data.max_tgt_len)
+        dropped = len(train) - len(rows)
+        self.log(f"data {describe(data)}: {len(rows):,} training pairs"
+                 + (f" ({dropped:,} dropped: empty or longer than "
+                    f"{data.max_src_len}/{data.max_tgt_len} tokens)" if dropped else "")
+                 + f", {len(splits['validation']):,} validation pairs")
+        if len(rows) == 0:
+            raise UserError(f"no training pairs left in {describe(data)} after length filtering")
+        return train, splits["validation"], rows
+
+    def _restore(self) -> None:
+        where = resolve_checkpoint(self.run_dir, "last")
+        load_weights(self.model, where)
+        state = load_trainer_state(where)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.progress = Progress(**state["progress"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        self.log(f"resumed from {where} (step {self.progress.step}, epoch {self.progress.epoch})")
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The epoch's batches in order: a function of (seed, epoch) only; sharded across ranks."""
+        rng = np.random.default_rng([self.cfg.seed, epoch])
+        batches = token_batches(self.train_data.src_lens, self.train_data.tgt_lens,
+                                self.train_rows, self.cfg.batch_tokens, rng)
+        return dist.shard(batches)
+
+    def finished(self) -> bool:
+        p, c = self.progress, self.cfg
+        return ((c.max_steps and p.step >= c.max_steps) or (c.max_epochs and p.epoch > c.max_epochs)
+                or (c.max_minutes and p.elapsed >= 60 * c.max_minutes)
+                or (c.patience and p.bad_evals >= c.patience))
+
+    def train(self) -> None:
+        p = self.progress
+        bar = self._progress_bar()
+        started, tokens_at_log, time_at_log = time.monotonic() - p.elapsed, p.target_tokens, p.elapsed
+        stop = _StopOnSignal()
+        try:
+            while not self.finished():
+                batches = self.epoch_batches(p.epoch)
+                while p.batch_in_epoch < len(batches) and not self.finished():
+                    group = batches[p.batch_in_epoch:p.batch_in_epoch + self.cfg.accumulate]
+                    loss = self.train_step(group)
+                    p.batch_in_epoch += len(group)
+                    p.elapsed = time.monotonic() - started
+                    bar.update(1)
+                    if p.step % self.cfg.log_every == 0:
+                        speed = (p.target_tokens - tokens_at_log) / max(p.elapsed - time_at_log, 1e-9)
+                        tokens_at_log, time_at_log = p.target_tokens, p.elapsed
+                        self._log_train(bar, loss, speed)
+                    if self.cfg.eval_every and p.step % self.cfg.eval_every == 0:
+                        self.validate_and_save()
+                    stop.check()
+                if p.batch_in_epoch >= len(batches):
+                    p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+                    if not self.cfg.eval_every:
+                        self.validate_and_save()
+            if self._unsaved():
+                self.validate_and_save()
+        except KeyboardInterrupt:
+            bar.close()
+            if dist.is_main():
+                self.save()
+            self.log(f"\ninterrupted at step {p.step}: checkpoint saved; continue with "
+                     f"`s2s train {self.run_dir} --resume`")
+            raise SystemExit(130) from None
+        finally:
+            stop.restore()
+            bar.close()
+        self.log(f"done: {p.step} steps in {p.elapsed / 60:.1f} min (epoch {p.epoch}); "
+                 f"best {self.cfg.eval_metric} {p.best}; checkpoints in {self.run_dir / CHECKPOINT_DIR}")
+
+    def train_step(self, group: list[np.ndarray]) -> float:
+        self.model.train()
+        p = self.progress
+        p.step += 1
+        for param_group in self.optimizer.param_groups:
+            param_group["lr"] = learning_rate(self.cfg, p.step, p.lr_scale)
+        batches = [self.train_data.batch(rows).to(self.device) for rows in group]
+        tokens = dist.all_sum(sum(b.target_tokens for b in batches))
+        total = 0.0
+        for i, batch in enumerate(batches):
+            with dist.no_sync_unless(self.loss, i == len(batches) - 1):
+                with autocast(self.device, self.precision):
+                    loss = batch_loss(self.loss, batch)
+                # the gradient of the mean over every token of every rank (DDP averages ranks)
+                (loss * dist.world_size() / tokens).backward()
+            total += loss.item()
+        if self.cfg.clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        p.target_tokens += tokens
+        return dist.all_sum(total) / tokens
+
+    # -- validation and checkpoints --------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, Scores]:
+        """Validation loss (teacher-forced, no smoothing) and scores of free greedy decoding."""
+        self.model.eval()
+        data, rows = self.valid_data, np.arange(len(self.valid_data))
+        batches = token_batches(data.src_lens, data.tgt_lens, rows, self.cfg.batch_tokens)
+        total, tokens, loss_fn = 0.0, 0, TokenLoss(self.model, 0.0)
+        hypotheses: dict[int, str] = {}
+        d = self.recipe.decode
+        for index in batches:
+            batch = data.batch(index).to(self.device)
+            with autocast(self.device, self.precision):
+                loss, n = batch_loss(loss_fn, batch), batch.target_tokens
+                limit = max_lengths(batch.src_mask, d.max_len_a, d.max_len_b)
+                hyps = decode(self.model, batch.src, batch.src_mask, limit, beam=1)
+            total, tokens = total + loss.item(), tokens + n
+            texts = self.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+            hypotheses.update(zip(index.tolist(), texts))
+        return total / tokens, score([hypotheses[i] for i in rows.tolist()], data.texts("tgt"))
+
+    def validate_and_save(self) -> None:
+        p = self.progress
+        if not dist.is_main():
+            dist.barrier()
+            return
+        loss, scores = self.validate()
+        value = {"bleu": scores.bleu, "exact": scores.exact, "loss": loss}[self.cfg.eval_metric]
+        sign = 1 if HIGHER_IS_BETTER[self.cfg.eval_metric] else -1
+        improved = p.best is None or sign * (value - p.best) > 0
+        if improved:
+            p.best, p.bad_evals = value, 0
+        else:
+            p.bad_evals += 1
+            if self.cfg.schedule == "plateau" and p.bad_evals % self.cfg.plateau_patience == 0:
+                p.lr_scale *= self.cfg.plateau_factor
+        self.log(f"valid step {p.step} | epoch {p.epoch} | loss {loss:.3f} | ppl {math.exp(min(loss, 50)):.2f} | "
+                 f"{scores.line()}{' | best' if improved else ''}")
+        self._metrics({"kind": "valid", "step": p.step, "epoch": p.epoch, "loss": loss,
+                       "bleu": scores.bleu, "chrf": scores.chrf, "exact": scores.exact,
+                       "elapsed": round(p.elapsed, 1), "best": improved})
+        where = self.save()
+        if improved:
+            set_pointer(self.run_dir / CHECKPOINT_DIR, "best", where.name)
+        prune_checkpoints(self.run_dir / CHECKPOINT_DIR, self.cfg.keep_checkpoints)
+        dist.barrier()
+
+    def save(self) -> Path:
+        state = {"optimizer": self.optimizer.state_dict(), "progress": vars(self.progress),
+                 "rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state()
+        self._saved_step = self.progress.step
+        return save_checkpoint(self.run_dir / CHECKPOINT_DIR, self.progress.step, self.model, state)
+
+    def _unsaved(self) -> bool:
+        return getattr(self, "_saved_step", None) != self.progress.step
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def _progress_bar(self):
+        c, p = self.cfg, self.progress
+        total = c.max_steps or None
+        return tqdm(total=total, initial=p.step, desc="train", unit="step", dynamic_ncols=True,
+                    disable=not (sys.stderr.isatty() and dist.is_main()), leave=False)
+
+    def _log_train(self, bar, loss: float, speed: float) -> None:
+        p, c = self.progress, self.cfg
+        lr = self.optimizer.param_groups[0]["lr"]
+        eta = ""
+        if c.max_minutes:
+            eta = f" | {max(60 * c.max_minutes - p.elapsed, 0) / 60:.1f} min left"
+        if bar.disable:
+            self.log(f"step {p.step} | epoch {p.epoch} | loss {loss:.3f} | lr {lr:.2e} | "
+                     f"{speed:,.0f} tok/s | {p.elapsed / 60:.1f} min{eta}")
+        else:
+            bar.set_postfix_str(f"epoch {p.epoch} loss {loss:.3f} lr {lr:.1e} {speed:,.0f} tok/s{eta}")
+        self._metrics({"kind": "train", "step": p.step, "epoch": p.epoch, "loss": loss, "lr": lr,
+                       "tokens_per_s": round(speed, 1), "elapsed": round(p.elapsed, 1)})
+
+    def _metrics(self, record: dict) -> None:
+        if dist.is_main():
+            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+class _StopOnSignal:
+    """Turn SIGTERM into KeyboardInterrupt at a safe point, so a killed job still saves."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = signal.getsignal(signal.SIGTERM)
+        try:
+            signal.signal(signal.SIGTERM, lambda *_: setattr(self, "requested", True))
+        except ValueError:  # not the main thread
+            self.previous = None
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def prepare_run(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool) -> Recipe:
+    """Create (or check) the run directory; on resume the saved recipe wins except for overrides."""
+    ckpts = run_dir / CHECKPOINT_DIR
+    if resume:
+        if not (ckpts / "last").exists():
+            raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last)")
+        return recipe
+    if ckpts.exists() and any(ckpts.iterdir()):
+        if not overwrite:
+            raise UserError(f"{run_dir} already holds a trained run; use --resume to continue it, "
+                            "--overwrite to start again, or --run-dir for a new directory")
+    if dist.is_main():
+        if overwrite and run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, run_dir / RECIPE_FILE)
+    dist.barrier()
+    return recipe
+
+
+def train(recipe: Recipe, run_dir: Path, device: str = "auto", resume: bool = False,
+          overwrite: bool = False, log=say) -> Trainer:
+    """Train `recipe` into `run_dir` (a library entry point; `s2s train` is a thin shell on it)."""
+    run_dir = Path(run_dir)
+    prepare_run(recipe, run_dir, resume, overwrite)
+    trainer = Trainer(recipe, run_dir, device, resume, log if dist.is_main() else (lambda *a: None))
+    trainer.train()
+    return trainer

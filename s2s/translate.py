@@ -1,0 +1,85 @@
+"""Batched translation of text: sorted by length into batches, returned in input order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from s2s.data.batching import collate, token_batches
+from s2s.errors import UserError
+from s2s.run import Run, autocast
+from s2s.search import decode, max_lengths
+
+MAX_INPUT_TOKENS = 1024
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam: int = 5
+    n_best: int = 1
+    length_penalty: float = 1.0
+    batch_size: int = 64
+    max_len: int = 0  # cap on output tokens; 0 = the recipe's a * source length + b
+
+    @classmethod
+    def from_run(cls, run: Run, **overrides) -> "DecodeOptions":
+        d = run.recipe.decode
+        base = dict(beam=d.beam, length_penalty=d.length_penalty, batch_size=d.batch_size)
+        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+@dataclass
+class Translation:
+    text: str
+    score: float
+    tokens: list[int]
+
+
+def translate_ids(run: Run, sources: list[list[int]], opts: DecodeOptions) -> list[list[Translation]]:
+    """Token ids in, n-best translations out (same order); empty sources give no hypotheses."""
+    results: list[list[Translation]] = [[] for _ in sources]
+    lengths = np.array([len(s) for s in sources])
+    rows = np.flatnonzero(lengths > 0)
+    batches = token_batches(lengths, lengths, rows, batch_tokens=10**9, max_sentences=opts.batch_size)
+    d = run.recipe.decode
+    for index in batches:
+        batch = collate([sources[i] for i in index], None, index).to(run.device)
+        with torch.inference_mode(), autocast(run.device, run.precision):
+            limit = max_lengths(batch.src_mask, d.max_len_a, d.max_len_b, opts.max_len)
+            hyps = decode(run.model, batch.src, batch.src_mask, limit, opts.beam,
+                          opts.length_penalty, opts.n_best)
+        for i, nbest in zip(index.tolist(), hyps):
+            texts = run.tokenizer.decode_tgt([h.tokens for h in nbest])
+            results[i] = [Translation(t, h.score, h.tokens) for t, h in zip(texts, nbest)]
+    return results
+
+
+def encode_sources(run: Run, texts: list[str], first_line: int = 1) -> list[list[int]]:
+    ids = run.tokenizer.encode_src([t.strip() for t in texts])
+    for number, seq in enumerate(ids, first_line):
+        if len(seq) > MAX_INPUT_TOKENS:
+            raise UserError(f"input line {number} has {len(seq)} tokens, more than the "
+                            f"{MAX_INPUT_TOKENS} allowed; split it into sentences")
+    return ids
+
+
+def translate(run: Run, texts: list[str], opts: DecodeOptions) -> list[list[Translation]]:
+    return translate_ids(run, encode_sources(run, texts), opts)
+
+
+def translate_stream(run: Run, lines: Iterable[str], opts: DecodeOptions,
+                     buffer: int) -> Iterator[list[Translation]]:
+    """Translate a stream `buffer` lines at a time, yielding one result per line, in order."""
+    chunk: list[str] = []
+    done = 0
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= buffer:
+            yield from translate_ids(run, encode_sources(run, chunk, done + 1), opts)
+            done += len(chunk)
+            chunk = []
+    if chunk:
+        yield from translate_ids(run, encode_sources(run, chunk, done + 1), opts)
