@@ -60,9 +60,13 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, trainer_state: dict
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_name(step)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
-    save_model(model, str(tmp / WEIGHTS))
-    if trainer_state is not None:
-        torch.save(trainer_state, tmp / TRAINER)
+    try:
+        save_model(model, str(tmp / WEIGHTS))
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     readable(tmp, directory=True)
     if final.exists():  # a re-save of the same step (e.g. after resuming and stopping at once)
         shutil.rmtree(final)

@@ -76,10 +76,9 @@ def load_local(path: Path, split: str) -> datasets.Dataset:
     if not path.exists():
         raise UserError(f"data path not found: {path}")
     if path.is_file():
-        builder = FILE_BUILDERS.get(path.suffix)
-        if builder is None:
+        if path.suffix not in FILE_BUILDERS:
             raise UserError(f"unsupported data file {path}; use one of {', '.join(FILE_BUILDERS)}")
-        return datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
+        return load_files([path], split)
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         saved = datasets.load_from_disk(str(path))
         if isinstance(saved, datasets.Dataset):
@@ -90,15 +89,25 @@ def load_local(path: Path, split: str) -> datasets.Dataset:
     files = sorted(p for p in path.iterdir() if p.is_file() and p.stem.split("-")[0] == split
                    and p.suffix in FILE_BUILDERS)
     if files:
-        builder = FILE_BUILDERS[files[0].suffix]
-        return datasets.load_dataset(builder, data_files={split: [str(f) for f in files]},
-                                     split=split)
+        return load_files(files, split)
     if (path / split).is_dir():
         return datasets.load_dataset("imagefolder", data_dir=str(path), split=split)
     present = sorted({p.stem.split("-")[0] for p in path.iterdir() if p.suffix in FILE_BUILDERS}
                      | {p.name for p in path.iterdir() if p.is_dir()})
     raise UserError(f"no split {split!r} in {path} (found: {', '.join(present) or 'nothing'}); "
                     f"expected {split}.jsonl, {split}.csv, {split}.parquet or a {split}/ folder")
+
+
+def load_files(files: list[Path], split: str) -> datasets.Dataset:
+    """Data files of one format as one split; empty or unparsable files are user errors."""
+    if all(f.stat().st_size == 0 for f in files):
+        raise UserError(f"split {split!r} is empty ({', '.join(map(str, files))})")
+    try:
+        return datasets.load_dataset(FILE_BUILDERS[files[0].suffix],
+                                     data_files={split: [str(f) for f in files]}, split=split)
+    except Exception as e:  # pyarrow/json/csv parse errors have many types
+        raise UserError(f"cannot read {', '.join(map(str, files))}: "
+                        f"{type(e).__name__} {str(e).splitlines()[0] if str(e) else ''}") from None
 
 
 def text_pairs(ds: datasets.Dataset, cfg: DataConfig) -> datasets.Dataset:

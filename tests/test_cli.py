@@ -1,0 +1,123 @@
+"""The `s2s` command end to end, and every user mistake as one line with exit code 2."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from s2s.cli import cli
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def test_train_translate_evaluate(tiny_recipe, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run("train", tiny_recipe, "--run-dir", run_dir, "--set", "train.max_steps=20",
+                 "--set", "train.eval_every=10", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "valid step 20" in result.output and "BLEU" in result.output and "exact" in result.output
+    assert (run_dir / "recipe.yaml").is_file() and (run_dir / "tokenizer" / "joint.model").is_file()
+
+    result = run("translate", run_dir, "4 July 1998", "le 1er juillet 2003")
+    assert result.exit_code == 0 and len(result.output.splitlines()) == 2
+
+    result = run("evaluate", run_dir, "--split", "test", "--json", "--beam", "1")
+    scores = json.loads(result.output)
+    assert {"bleu", "chrf", "exact", "bleu_signature"} <= scores.keys()
+    assert scores["sentences"] == 100
+
+
+def test_translation_is_a_line_filter(trained_run):
+    lines = ["Saturday, 4 July 1998", "", "7/4/98", "   ", "4. Juli 1998"]
+    result = run("translate", trained_run, "--batch-size", "2", input="\n".join(lines) + "\n")
+    out = result.output.splitlines()
+    assert result.exit_code == 0
+    assert len(out) == len(lines) and out[1] == "" and out[3] == ""
+    alone = [run("translate", trained_run, line).output.strip() for line in lines if line.strip()]
+    assert [o for o in out if o] == alone  # batching and sorting do not change results
+
+
+def test_n_best_prints_scores_and_files_work(trained_run, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("4 July 1998\n\n12/25/99\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    result = run("translate", trained_run, "-i", src, "-o", out, "--beam", "3", "--n-best", "2")
+    assert result.exit_code == 0
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 6  # two per input line
+    text, score = lines[0].split("\t")
+    assert float(score) <= 0 and float(lines[0].split("\t")[1]) >= float(lines[1].split("\t")[1])
+
+
+def test_beam_one_translates_like_greedy(trained_run):
+    text = ["Saturday, 4 July 1998", "le 3 mars 1911", "14.2.83"]
+    greedy = run("translate", trained_run, "--beam", "1", *text).output
+    assert greedy == run("translate", trained_run, "--beam", "1", "--batch-size", "1", *text).output
+
+
+def test_scoring_files_without_a_model(tmp_path):
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    hyp.write_text("a cat sat on the mat\nhello world\n")
+    ref.write_text("a cat sat on the mat\nhello there world\n")
+    result = run("evaluate", "--hyp", hyp, "--ref", ref)
+    assert result.exit_code == 0 and "BLEU" in result.output and "exact  50.00%" in result.output
+
+
+def test_recipes_lists_every_recipe():
+    result = run("recipes")
+    assert result.exit_code == 0
+    for name in ("dates-rnn-bahdanau", "dates-rnn-luong", "dates-rnn-none",
+                 "multi30k-de-en-rnn-bahdanau"):
+        assert name in result.output
+
+
+# -- mistakes --------------------------------------------------------------------------------
+
+
+def assert_user_error(result, message):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.output
+
+
+def test_training_mistakes(tiny_recipe, tmp_path):
+    assert_user_error(run("train", "no-such-recipe"), "unknown recipe 'no-such-recipe'")
+    assert_user_error(run("train", tiny_recipe, "--set", "train.mx_steps=3"),
+                      "unknown recipe key 'train.mx_steps' (did you mean \"max_steps\"?)")
+    assert_user_error(run("train", tiny_recipe, "--set", "train.lr=x"), "'train.lr' needs a float")
+    assert_user_error(run("train", tiny_recipe, "--run-dir", tmp_path / "a", "--set",
+                          "data.path=/missing/folder"), "data path not found: /missing/folder")
+    assert_user_error(run("train", tiny_recipe, "--run-dir", tmp_path / "b", "--set",
+                          "data.src=nope"), "column 'nope' not found")
+    assert_user_error(run("train", tiny_recipe, "--run-dir", tmp_path / "c", "--resume"),
+                      "nothing to resume")
+
+
+def test_checkpoint_mistakes(trained_run, tmp_path):
+    import shutil
+
+    assert_user_error(run("translate", tmp_path, "x"), "is not a run directory")
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_run, broken, symlinks=True)
+    shutil.rmtree(broken / "checkpoints")
+    assert_user_error(run("translate", broken, "x"), "no checkpoint 'best'")
+    shutil.copytree(trained_run / "checkpoints", broken / "checkpoints", symlinks=True)
+    weights = broken / "checkpoints" / "best" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated, as after a crash
+    assert_user_error(run("translate", broken, "x"), "is corrupt or incomplete")
+
+
+def test_input_mistakes(trained_run, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"4 July 1998\n\xff\xfe broken\n")
+    out = tmp_path / "out.txt"
+    assert_user_error(run("translate", trained_run, "-i", bad, "-o", out), "line 2: not valid UTF-8")
+    assert not out.exists()  # nothing half-written
+    assert_user_error(run("translate", trained_run, "-i", tmp_path / "missing.txt"), "cannot read")
+    assert_user_error(run("translate", trained_run, "x" * 3000), "more than the 1024 allowed")
+    assert_user_error(run("evaluate", trained_run, "--split", "dev"), "--split must be")
+    assert_user_error(run("evaluate", "--hyp", bad), "--hyp and --ref go together")
+    assert_user_error(run("translate", trained_run, "--device", "tpu", "x"), "--device must be")

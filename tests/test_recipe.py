@@ -1,0 +1,49 @@
+"""Recipes: every shipped one loads and builds; overrides and mistakes behave."""
+
+import pytest
+
+from s2s.errors import UserError
+from s2s.models import build_model
+from s2s.recipe import load_recipe, packaged_recipes, recipe_to_dict, recipe_from_dict
+
+
+@pytest.mark.parametrize("name", sorted(packaged_recipes()))
+def test_every_recipe_loads_and_builds(name):
+    recipe = load_recipe(name)
+    assert recipe.name == name and recipe.description
+    model = build_model(recipe.model, 100, 100)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert recipe_from_dict(recipe_to_dict(recipe)) == recipe  # survives the run directory
+
+
+def test_overrides_reach_nested_keys_and_convert_types():
+    r = load_recipe("dates-rnn-bahdanau", ["model.attention.type=dot", "train.lr=1e-4",
+                                          "train.max_steps=7", "data.path=/some/where"])
+    assert r.model.attention.type == "dot"
+    assert r.train.lr == pytest.approx(1e-4) and isinstance(r.train.lr, float)
+    assert r.train.max_steps == 7
+    assert r.data.path == "/some/where"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.atention.type=dot", 'unknown recipe key \'model.atention\' \\(did you mean "attention"\\?\\)'),
+    ("train.lr=fast", "'train.lr' needs a float"),
+    ("train.max_steps=1.5", "'train.max_steps' needs a int"),
+    ("train.betas=[0.9]", "'train.betas' needs a list of 2 values"),
+    ("model.arch=lstm", "unknown model.arch 'lstm'"),
+    ("nonsense", "must look like key.path=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(UserError, match=message):
+        load_recipe("dates-rnn-bahdanau", [override])
+
+
+def test_unknown_recipe_suggests_the_closest():
+    with pytest.raises(UserError, match='did you mean "dates-rnn-luong"'):
+        load_recipe("dates-rnn-loung")
+
+
+def test_recipe_file_by_path(tiny_recipe):
+    assert load_recipe(str(tiny_recipe)).name == "tiny"
+    with pytest.raises(UserError, match="not found"):
+        load_recipe(str(tiny_recipe.with_name("missing.yaml")))

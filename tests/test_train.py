@@ -1,0 +1,115 @@
+"""Training: the loss goes down, checkpoints are atomic, and a resumed run is the same run."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from s2s.checkpoint import WEIGHTS
+from s2s.errors import UserError
+from s2s.recipe import load_recipe
+from s2s.train import Trainer, train
+
+QUIET = dict(device="cpu", log=lambda *a: None)
+STEPS = ["train.max_steps=12", "train.eval_every=4", "train.log_every=1"]
+
+
+def train_losses(run_dir):
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in lines if r["kind"] == "train"}
+
+
+def final_weights(run_dir):
+    return load_file(str(run_dir / "checkpoints" / "last" / WEIGHTS))
+
+
+def assert_same_run(a, b):
+    assert train_losses(a) == pytest.approx(train_losses(b), rel=1e-6, abs=1e-7)
+    wa, wb = final_weights(a), final_weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-6, atol=1e-7, msg=key)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    from conftest import TINY, write_recipe
+
+    folder = tmp_path_factory.mktemp("straight")
+    recipe = load_recipe(str(write_recipe(folder / "tiny.yaml", TINY)), STEPS)
+    train(recipe, folder / "run", **QUIET)
+    return folder / "run", folder / "tiny.yaml"
+
+
+def test_training_lowers_the_loss_and_keeps_best_and_last(straight_run):
+    run_dir, _ = straight_run
+    losses = train_losses(run_dir)
+    assert losses[12] < 0.7 * losses[1]
+    ckpts = run_dir / "checkpoints"
+    assert (ckpts / "last").resolve().name == "step-00000012"
+    assert (ckpts / "best" / WEIGHTS).is_file()
+    valid = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()
+             if '"valid"' in x]
+    assert [v["step"] for v in valid] == [4, 8, 12]
+
+
+def test_resume_continues_exactly(straight_run, tmp_path):
+    run_dir, recipe_path = straight_run
+    first = load_recipe(str(recipe_path), STEPS[:1] + STEPS[1:] + ["train.max_steps=6"])
+    train(first, tmp_path / "run", **QUIET)
+    assert max(train_losses(tmp_path / "run")) == 6
+    train(load_recipe(str(recipe_path), STEPS), tmp_path / "run", resume=True, **QUIET)
+    assert_same_run(run_dir, tmp_path / "run")
+
+
+def test_ctrl_c_saves_and_resume_continues_exactly(straight_run, tmp_path, monkeypatch):
+    run_dir, recipe_path = straight_run
+    recipe = load_recipe(str(recipe_path), STEPS)
+    original = Trainer.train_step
+
+    def interrupted(self, group):
+        if self.progress.step == 7:
+            raise KeyboardInterrupt
+        return original(self, group)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        train(recipe, tmp_path / "run", **QUIET)
+    assert stopped.value.code == 130
+    assert (tmp_path / "run" / "checkpoints" / "last").resolve().name == "step-00000007"
+    monkeypatch.setattr(Trainer, "train_step", original)
+    train(recipe, tmp_path / "run", resume=True, **QUIET)
+    assert_same_run(run_dir, tmp_path / "run")
+
+
+def test_a_crash_while_saving_leaves_the_last_checkpoint_whole(straight_run, tmp_path, monkeypatch):
+    import s2s.checkpoint
+
+    _, recipe_path = straight_run
+    recipe = load_recipe(str(recipe_path), STEPS)
+
+    def broken(model, path):
+        open(path, "wb").write(b"half a file")
+        raise OSError("disk full")
+
+    original = s2s.checkpoint.save_model
+    calls = {"n": 0}
+
+    def second_save_breaks(model, path):
+        calls["n"] += 1
+        return broken(model, path) if calls["n"] == 2 else original(model, path)
+
+    monkeypatch.setattr(s2s.checkpoint, "save_model", second_save_breaks)
+    with pytest.raises(OSError):
+        train(recipe, tmp_path / "run", **QUIET)
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert (ckpts / "last").resolve().name == "step-00000004"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best", "last", "step-00000004"]
+    load_file(str(ckpts / "last" / WEIGHTS))  # intact
+
+
+def test_an_existing_run_is_never_overwritten_by_accident(straight_run):
+    run_dir, recipe_path = straight_run
+    with pytest.raises(UserError, match="--resume"):
+        train(load_recipe(str(recipe_path), STEPS), run_dir, **QUIET)
