@@ -135,3 +135,38 @@ def load_trainer_state(checkpoint: Path) -> dict:
     except Exception as e:  # unpickling errors come in many types; all mean "damaged"
         raise UserError(f"trainer state {path} is corrupt or missing ({type(e).__name__}); "
                         "resume from another checkpoint or retrain") from None
+
+
+def average_checkpoints(run_dir: Path, last: int, name: str | None = None) -> Path:
+    """Average the weights of the newest `last` step checkpoints into checkpoints/NAME.
+
+    Averaging the last few checkpoints of a run smooths out the noise of the final updates and
+    usually gains a little BLEU for free (Vaswani et al. 2017 averaged the last 5 or 20).
+    """
+    from safetensors.torch import save_file
+
+    root = Path(run_dir) / "checkpoints"
+    steps = sorted(p for p in root.glob("step-*") if (p / WEIGHTS).is_file())
+    if last < 1 or len(steps) < last:
+        raise UserError(f"{root} has {len(steps)} step checkpoints, cannot average the last {last} "
+                        "(train.keep_checkpoints sets how many are kept)")
+    chosen = steps[-last:]
+    total: dict[str, torch.Tensor] = {}
+    for path in chosen:
+        for key, value in load_tensors(path).items():
+            total[key] = total.get(key, 0) + value.double()
+    first = load_tensors(chosen[0])
+    averaged = {k: (v / len(chosen)).to(first[k].dtype).contiguous() for k, v in total.items()}
+    final = root / (name or f"average-last{last}")
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
+    try:
+        save_file(averaged, str(tmp / WEIGHTS),
+                  metadata={"averaged": ",".join(p.name for p in chosen)})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    readable(tmp, directory=True)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final

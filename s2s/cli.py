@@ -139,6 +139,19 @@ def evaluate(run_dir, split, hyp, ref, output_file, as_json, beam, length_penalt
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--last", type=click.IntRange(1), default=5, show_default=True,
+              help="Average the newest N step checkpoints.")
+@click.option("--name", help="Checkpoint name to write (default: average-lastN).")
+def average(run_dir, last, name):
+    """Average a run's last N checkpoints; use the result with --checkpoint NAME."""
+    from s2s.checkpoint import average_checkpoints
+
+    where = average_checkpoints(run_dir, last, name)
+    click.echo(f"wrote {where}; use it with `--checkpoint {where.name}`")
+
+
+@cli.command()
 def recipes():
     """List the recipes: name, task, model, attention, dataset."""
     from s2s.recipe import list_recipes

@@ -76,3 +76,32 @@ def no_sync_unless(module: nn.Module, sync: bool):
     if sync or not isinstance(module, nn.parallel.DistributedDataParallel):
         return contextlib.nullcontext()
     return module.no_sync()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if it is true on any (so all ranks stop at the same step)."""
+    if not active():
+        return flag
+    t = torch.tensor(int(flag))
+    td.all_reduce(t, op=td.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def from_main(value):
+    """Rank 0's value of a picklable object, on every rank."""
+    if not active():
+        return value
+    box = [value]
+    td.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def parameters_identical(module: nn.Module) -> bool:
+    """Whether every rank holds the same parameters (a cheap checksum, compared across ranks)."""
+    if not active():
+        return True
+    with torch.no_grad():
+        checksum = torch.stack([p.double().sum() for p in module.parameters()]).cpu()
+    gathered = [torch.empty_like(checksum) for _ in range(world_size())]
+    td.all_gather(gathered, checksum)
+    return all(torch.equal(gathered[0], g) for g in gathered)

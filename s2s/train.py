@@ -111,6 +111,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr,
                                            betas=self.cfg.betas, weight_decay=self.cfg.weight_decay)
         self.progress = Progress()
+        self._ranks_checked, self._saved_step = False, -1
         if resume:
             self._restore()
         self.loss = dist.wrap(TokenLoss(self.model, self.cfg.label_smoothing), self.device)
@@ -173,10 +174,12 @@ class Trainer:
         return dist.shard(batches)
 
     def finished(self) -> bool:
+        """Whether a limit is reached; under DDP all ranks stop together (clocks differ)."""
         p, c = self.progress, self.cfg
-        return ((c.max_steps and p.step >= c.max_steps) or (c.max_epochs and p.epoch > c.max_epochs)
-                or (c.max_minutes and p.elapsed >= 60 * c.max_minutes)
-                or (c.patience and p.bad_evals >= c.patience))
+        return dist.any_rank(bool(
+            (c.max_steps and p.step >= c.max_steps) or (c.max_epochs and p.epoch > c.max_epochs)
+            or (c.max_minutes and p.elapsed >= 60 * c.max_minutes)
+            or (c.patience and p.bad_evals >= c.patience)))
 
     def train(self) -> None:
         p = self.progress
@@ -203,7 +206,7 @@ class Trainer:
                     p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                     if not self.cfg.eval_every:
                         self.validate_and_save()
-            if self._unsaved():
+            if dist.from_main(self._saved_step != p.step):  # rank 0 alone knows what it saved
                 self.validate_and_save()
         except KeyboardInterrupt:
             bar.close()
@@ -264,10 +267,20 @@ class Trainer:
         return total / tokens, score([hypotheses[i] for i in rows.tolist()], data.texts("tgt"))
 
     def validate_and_save(self) -> None:
+        """Rank 0 validates and saves; every rank then adopts its verdict (best, patience, lr)."""
+        if dist.active():
+            if not dist.parameters_identical(self.model):
+                raise RuntimeError("DDP ranks hold different parameters")
+            if not self._ranks_checked:
+                self.log(f"parameters identical on {dist.world_size()} ranks")
+                self._ranks_checked = True
+        if dist.is_main():
+            self._validate_and_save()
         p = self.progress
-        if not dist.is_main():
-            dist.barrier()
-            return
+        p.best, p.bad_evals, p.lr_scale = dist.from_main((p.best, p.bad_evals, p.lr_scale))
+
+    def _validate_and_save(self) -> None:
+        p = self.progress
         loss, scores = self.validate()
         value = {"bleu": scores.bleu, "exact": scores.exact, "loss": loss}[self.cfg.eval_metric]
         sign = 1 if HIGHER_IS_BETTER[self.cfg.eval_metric] else -1
@@ -287,7 +300,6 @@ class Trainer:
         if improved:
             set_pointer(self.run_dir / CHECKPOINT_DIR, "best", where.name)
         prune_checkpoints(self.run_dir / CHECKPOINT_DIR, self.cfg.keep_checkpoints)
-        dist.barrier()
 
     def save(self) -> Path:
         state = {"optimizer": self.optimizer.state_dict(), "progress": vars(self.progress),
@@ -296,9 +308,6 @@ class Trainer:
             state["cuda_rng"] = torch.cuda.get_rng_state()
         self._saved_step = self.progress.step
         return save_checkpoint(self.run_dir / CHECKPOINT_DIR, self.progress.step, self.model, state)
-
-    def _unsaved(self) -> bool:
-        return getattr(self, "_saved_step", None) != self.progress.step
 
     # -- reporting -------------------------------------------------------------------------------
 

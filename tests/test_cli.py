@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from s2s.cli import cli
@@ -121,3 +122,18 @@ def test_input_mistakes(trained_run, tmp_path):
     assert_user_error(run("evaluate", trained_run, "--split", "dev"), "--split must be")
     assert_user_error(run("evaluate", "--hyp", bad), "--hyp and --ref go together")
     assert_user_error(run("translate", trained_run, "--device", "tpu", "x"), "--device must be")
+
+
+def test_average_checkpoints(trained_run):
+    from safetensors.torch import load_file
+
+    result = run("average", trained_run, "--last", "2")
+    assert result.exit_code == 0, result.output
+    ckpts = trained_run / "checkpoints"
+    steps = sorted(ckpts.glob("step-*"))[-2:]
+    a, b = (load_file(str(s / "model.safetensors")) for s in steps)
+    avg = load_file(str(ckpts / "average-last2" / "model.safetensors"))
+    for key in a:
+        torch.testing.assert_close(avg[key], (a[key] + b[key]) / 2)
+    assert run("translate", trained_run, "--checkpoint", "average-last2", "4 July 1998").exit_code == 0
+    assert_user_error(run("average", trained_run, "--last", "50"), "cannot average the last 50")

@@ -9,7 +9,7 @@ columns (dotted names reach into nested columns such as `translation.de`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import datasets
 
@@ -24,16 +24,29 @@ FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv"
                  ".parquet": "parquet", ".txt": "text"}
 
 
-def generators() -> dict[str, Callable[[str, int, int], list[dict]]]:
-    """Built-in corpora, made on the fly, deterministic by seed."""
+def generators() -> dict[str, Callable[[str, int, int], Iterator[dict]]]:
+    """Built-in corpora, made on the fly, deterministic by seed, yielding one example at a time."""
     from s2s.data import dates
 
-    found = {"dates": dates.generate}
+    found = {"dates": dates.iterate}
     try:
         from s2s.data import shapes
     except ImportError:  # the vision extra (Pillow) is not installed
         return found
-    return {**found, "shapes": shapes.generate}
+    return {**found, "shapes": shapes.iterate}
+
+
+def _generated_rows(name: str, split: str, size: int, seed: int) -> Iterator[dict]:
+    yield from generators()[name](split, size, seed)
+
+
+def generate_split(name: str, split: str, size: int, seed: int) -> datasets.Dataset:
+    """A generated split, streamed into a cached Arrow file (memory stays flat at any size)."""
+    if size == 0:
+        raise UserError(f"data.sizes.{split} is 0: the {name!r} generator would make an empty split")
+    return datasets.Dataset.from_generator(
+        _generated_rows, gen_kwargs={"name": name, "split": split, "size": size, "seed": seed},
+        keep_in_memory=False)
 
 
 def describe(cfg: DataConfig) -> str:
@@ -46,8 +59,7 @@ def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
     if cfg.path:
         ds = load_local(Path(cfg.path), name)
     elif cfg.dataset in generators():
-        size = getattr(cfg.sizes, split)
-        ds = datasets.Dataset.from_list(generators()[cfg.dataset](split, size, cfg.seed))
+        ds = generate_split(cfg.dataset, split, getattr(cfg.sizes, split), cfg.seed)
     elif cfg.dataset:
         ds = load_hub(cfg.dataset, cfg.config, name)
     else:

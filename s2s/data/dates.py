@@ -17,7 +17,7 @@ import random
 import re
 import zlib
 
-__all__ = ["SPLITS", "LANGS", "FORMATS", "generate", "render", "split_of"]
+__all__ = ["SPLITS", "LANGS", "FORMATS", "generate", "iterate", "render", "split_of"]
 
 SPLITS = ("train", "validation", "test")
 LANGS = ("en", "fr", "de", "es", "iso")
@@ -185,20 +185,23 @@ def generate(split: str, size: int, seed: int = 0) -> list[dict]:
     "target" (ISO 8601), half-open "year_span", "month_span", "day_span" into the source,
     "format" and "lang".
     """
+    return list(iterate(split, size, seed))
+
+
+def iterate(split: str, size: int, seed: int = 0):
+    """The examples of `generate`, one at a time (a corpus of millions never sits in a list)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if size < 0:
         raise ValueError(f"size must be >= 0, got {size}")
     rng = random.Random(f"s2s.data.dates:{split}:{seed}")  # str seeds hash with SHA-512, unsalted
     names = list(FORMATS)
-    examples = []
     for _ in range(size):
         name = rng.choice(names)
         date = rng.choice(_dates(split, name in _SHORT_YEAR_FORMATS))
         source, spans = render(date, name)
-        examples.append({
+        yield {
             "source": source, "target": date.isoformat(), "year_span": spans["year_span"],
             "month_span": spans["month_span"], "day_span": spans["day_span"],
             "format": name, "lang": FORMATS[name][0],
-        })
-    return examples
+        }

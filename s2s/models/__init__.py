@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from s2s.models.rnn import RNNConfig, RNNSeq2Seq
 from s2s.models.seq2seq import Seq2Seq, reorder_state
+from s2s.models.transformer import TransformerConfig, TransformerSeq2Seq
 from s2s.registry import Registry
 
 MODEL_CONFIGS: Registry = Registry("model.arch")
@@ -22,6 +23,7 @@ def register(arch: str, config: type, builder: Callable[..., Seq2Seq]) -> None:
 
 
 register("rnn", RNNConfig, RNNSeq2Seq)
+register("transformer", TransformerConfig, TransformerSeq2Seq)
 
 
 def build_model(cfg: Any, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
