@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -31,6 +30,7 @@ from s2s.data.tokenizer import PAD, Tokenizer
 from s2s.errors import UserError
 from s2s.evaluate import Scores, score
 from s2s.models import Seq2Seq, build_model
+from s2s.ops import linear_cross_entropy
 from s2s.recipe import Recipe, TrainConfig, recipe_to_dict, save_recipe
 from s2s.run import (CHECKPOINT_DIR, METRICS_FILE, RECIPE_FILE, TOKENIZER_DIR, autocast,
                      load_run_recipe, pick_device, resolve_precision)
@@ -55,8 +55,9 @@ def learning_rate(cfg: TrainConfig, step: int, scale: float) -> float:
 class TokenLoss(nn.Module):
     """Summed (label-smoothed) cross-entropy over real target tokens.
 
-    Padding is removed before the projection onto the vocabulary, the most expensive layer. A
-    module, so that DDP can wrap the whole forward pass.
+    Padding is removed before the projection onto the vocabulary, the most expensive layer, and
+    the projection and the loss are fused (`s2s.ops`). A module, so that DDP can wrap the whole
+    forward pass.
     """
 
     def __init__(self, model: Seq2Seq, smoothing: float):
@@ -67,9 +68,9 @@ class TokenLoss(nn.Module):
                 tgt_out: torch.Tensor) -> torch.Tensor:
         features, _ = self.model.forward_features(src, src_mask, tgt_in)  # (B, T, D)
         keep = tgt_out != PAD  # (B, T)
-        logits = self.model.generator(features[keep])  # (N, V)
-        return F.cross_entropy(logits.float(), tgt_out[keep], label_smoothing=self.smoothing,
-                               reduction="sum")
+        out = self.model.generator
+        return linear_cross_entropy(features[keep], out.weight, out.bias, tgt_out[keep],
+                                    self.smoothing)  # (N, V) logits never materialised
 
 
 def batch_loss(loss: nn.Module, batch: Batch) -> torch.Tensor:

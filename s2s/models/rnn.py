@@ -23,6 +23,7 @@ from s2s.attention import AttentionConfig, build_attention
 from s2s.data.tokenizer import PAD
 from s2s.errors import UserError
 from s2s.models.seq2seq import Seq2Seq, State, init_uniform
+from s2s.ops import dropout
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -91,15 +92,17 @@ class RNNSeq2Seq(Seq2Seq):
         self.attention = build_attention(cfg.attention, hid, hid)
         self.combine = nn.Linear(2 * hid, out_dim, bias=False)  # W_c
         self.generator = nn.Linear(out_dim, tgt_vocab)
-        self.dropout = nn.Dropout(cfg.dropout)
         init_uniform(self, cfg.init_scale)
         if cfg.tie_output:
             self.generator.weight = self.tgt_embed.weight
 
+    def _drop(self, x: Tensor) -> Tensor:
+        return dropout(x, self.cfg.dropout, self.training)
+
     # -- encoder ---------------------------------------------------------------------------------
 
     def encode(self, src: Tensor, src_mask: Tensor) -> State:
-        emb = self.dropout(self.src_embed(src))  # (B, S, E)
+        emb = self._drop(self.src_embed(src))  # (B, S, E)
         memory, final = self.encoder(emb, src_mask.sum(1))  # (B, S, H), (B, H)
         summary = torch.tanh(self.bridge(final))  # (B, H): C = F(X)
         b, layers = src.size(0), self.cfg.dec_layers
@@ -129,8 +132,8 @@ class RNNSeq2Seq(Seq2Seq):
         return context, None if weights is None else weights[:, None]
 
     def step(self, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
-        output, state, weights = self._decode_step(state, self.dropout(self.tgt_embed(prev_tokens)))
-        return self.generator(self.dropout(output)), state, weights  # (B, V)
+        output, state, weights = self._decode_step(state, self._drop(self.tgt_embed(prev_tokens)))
+        return self.generator(self._drop(output)), state, weights  # (B, V)
 
     def _decode_step(self, state: State, emb: Tensor) -> tuple[Tensor, State, Tensor | None]:
         """One step from the embedded previous token (B, E) -> o_t (B, O)."""
@@ -155,7 +158,7 @@ class RNNSeq2Seq(Seq2Seq):
     def forward_features(self, src: Tensor, src_mask: Tensor,
                          tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
         state = self.encode(src, src_mask)
-        emb = self.dropout(self.tgt_embed(tgt_in))  # (B, T, E)
+        emb = self._drop(self.tgt_embed(tgt_in))  # (B, T, E)
         if self.cfg.input_feed:  # sequential: each step needs the previous o_t
             outputs, weights = [], []
             for t in range(tgt_in.size(1)):
@@ -164,11 +167,11 @@ class RNNSeq2Seq(Seq2Seq):
                 weights.append(w)
             features = torch.stack(outputs, 1)  # (B, T, O)
             aligned = None if weights[0] is None else torch.cat(weights, dim=3)  # (B, 1, h, T, S)
-            return self.dropout(features), aligned
+            return self._drop(features), aligned
         inputs = emb
         if self.attention is None:
             inputs = torch.cat([emb, state["context"][:, None, :].expand(-1, emb.size(1), -1)], -1)
         queries, _ = self.decoder(inputs, self._recurrent_state(state))  # (B, T, H), one call
         context, aligned = self._attend(queries, state)  # (B, T, H)
         features = torch.tanh(self.combine(torch.cat([queries, context], -1)))  # (B, T, O)
-        return self.dropout(features), aligned
+        return self._drop(features), aligned

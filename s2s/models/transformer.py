@@ -26,6 +26,7 @@ from s2s.attention import MultiHeadAttention, causal_mask
 from s2s.data.tokenizer import PAD
 from s2s.errors import UserError
 from s2s.models.seq2seq import Seq2Seq, State
+from s2s.ops import dropout
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class FeedForward(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: Tensor) -> Tensor:
-        hidden = F.dropout(self.activation(self.inner(x)), self.dropout, self.training)
+        hidden = dropout(self.activation(self.inner(x)), self.dropout, self.training)
         return self.outer(hidden)
 
 
@@ -80,7 +81,7 @@ class Sublayer(nn.Module):
 
     def forward(self, x: Tensor, f) -> tuple[Tensor, Tensor | None]:
         out, weights = f(self.norm(x) if self.pre_norm else x)
-        x = x + F.dropout(out, self.dropout, self.training)
+        x = x + dropout(out, self.dropout, self.training)
         return (x if self.pre_norm else self.norm(x)), weights
 
 
@@ -166,7 +167,7 @@ class TransformerSeq2Seq(Seq2Seq):
             raise UserError(f"sequence of {start + length} tokens is longer than model.max_positions "
                             f"({self.cfg.max_positions})")
         x = table(tokens) * math.sqrt(self.cfg.d_model) + self.positions[start:start + length]
-        return F.dropout(x, self.cfg.dropout, self.training)  # (B, T, D)
+        return dropout(x, self.cfg.dropout, self.training)  # (B, T, D)
 
     def encode(self, src: Tensor, src_mask: Tensor) -> State:
         x = self.embed(self.src_embed, src)
