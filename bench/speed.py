@@ -87,7 +87,7 @@ class WithoutCache(Seq2Seq):
         prefix = torch.cat([state["prefix"], prev_tokens[:, None]], 1)
         fixed = {k: v for k, v in state.items() if not k.startswith("self.")}
         mask = causal_mask(prefix.size(1), prefix.device)[None]
-        x, _, _ = self.model._decode(fixed, prefix, 0, mask, cached=False)
+        x, _, _ = self.model.decoder.decode(fixed, prefix, 0, mask, cached=False)
         return self.generator(x[:, -1]), {**state, "prefix": prefix}, None
 
 
@@ -135,7 +135,7 @@ def main() -> None:
         report["decoding"] = []
         for beam in (1, 5):
             for cache in (True, False):
-                if not cache and not hasattr(run.model, "_decode"):
+                if not cache and not hasattr(getattr(run.model, "decoder", None), "decode"):
                     continue
                 subset = sources if cache else sources[:args.no_cache_sentences]
                 result = {**decoding_speed(run, subset, beam, cache), "sentences": len(subset)}

@@ -57,7 +57,7 @@ def main() -> None:
     run = Run.open(run_dir)
     opts = DecodeOptions.from_run(run, beam=args.beam)
     started = time.perf_counter()
-    scores, _ = evaluate_run(run, args.split, opts)
+    scores, _, _ = evaluate_run(run, args.split, opts)
     seconds = time.perf_counter() - started
     report = {"recipe": recipe.name, "run_dir": str(run_dir), "checkpoint": run.checkpoint.name,
               **training_summary(run_dir), "split": args.split, "beam": opts.beam,

@@ -308,7 +308,7 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     """A matplotlib Figure on the Agg canvas (no pyplot, no global backend switch)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -320,7 +320,7 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save_figure(fig, path) -> None:
+def save_figure(fig, path) -> None:
     path = Path(path)
     kind = path.suffix.lower().lstrip(".")
     if kind not in ("png", "svg", "pdf"):
@@ -341,7 +341,7 @@ def plot_heatmap(matrix, src_tokens: list[str], tgt_tokens: list[str], path, tit
     _check_labels(m, src_tokens, tgt_tokens)
     T, S = m.shape
     cell, font, margin = _sizes(max(T, S), max(map(len, [*src_tokens, *tgt_tokens, ""])))
-    fig = _figure(S * cell + margin + 1.2, T * cell + margin + 0.6)
+    fig = new_figure(S * cell + margin + 1.2, T * cell + margin + 0.6)
     ax = fig.add_subplot()
     image = ax.imshow(m, cmap="Blues", vmin=0.0, vmax=max(m.max(initial=0.0), 1e-9),
                       aspect="auto", interpolation="nearest")
@@ -352,7 +352,7 @@ def plot_heatmap(matrix, src_tokens: list[str], tgt_tokens: list[str], path, tit
     ax.set_ylabel("target")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, shrink=min(1.0, 4.0 / max(T * cell, 1e-9)), pad=0.02)
-    _save_figure(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -371,7 +371,7 @@ def plot_grid(weights, src_tokens: list[str], tgt_tokens: list[str], path, title
     font = float(np.clip(panel * 72 / max(T, S, 1) * 0.8, 4.0, 8.0))
     margin = 0.6 + (max(map(len, [*src_tokens, *tgt_tokens, ""])) * font * 0.6 / 72
                     if labelled else 0.0)
-    fig = _figure(H * panel + margin + 1.0, L * panel + margin + 0.6)
+    fig = new_figure(H * panel + margin + 1.0, L * panel + margin + 0.6)
     axes = fig.subplots(L, H, squeeze=False)
     peak = max(w.max(initial=0.0), 1e-9)
     for (i, j), ax in np.ndenumerate(axes):
@@ -390,7 +390,7 @@ def plot_grid(weights, src_tokens: list[str], tgt_tokens: list[str], path, title
             ax.set_ylabel(f"layer {i}", fontsize=9)
     fig.colorbar(image, ax=axes, shrink=0.6 if L > 1 else 1.0, aspect=40)
     fig.suptitle(title)
-    _save_figure(fig, path)
+    save_figure(fig, path)
     return fig
 
 

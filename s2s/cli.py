@@ -81,9 +81,12 @@ def train(recipe, overrides, run_dir, resume, overwrite, device):
 @click.option("-i", "--input", "input_file", type=click.Path(path_type=Path), help="Read lines from FILE.")
 @click.option("-o", "--output", "output_file", type=click.Path(path_type=Path), help="Write to FILE.")
 @click.option("--n-best", type=click.IntRange(1), default=1, help="Print N hypotheses per line, TAB score.")
+@click.option("--align", is_flag=True, help="Append ' ||| ' and word alignments (Pharaoh, src-tgt).")
+@click.option("--align-layer", help="Layer for --align (default: the alignment layer).")
+@click.option("--align-head", help="Head N or mean for --align (default: mean).")
 @with_options(decode_options)
-def translate(run_dir, text, input_file, output_file, n_best, beam, length_penalty, batch_size,
-              max_len, device, checkpoint):
+def translate(run_dir, text, input_file, output_file, n_best, align, align_layer, align_head, beam,
+              length_penalty, batch_size, max_len, device, checkpoint):
     """Translate TEXT, or FILE / stdin line by line (one output line per input line)."""
     from s2s.cli_io import input_lines, output_stream, write_translations
     from s2s.run import Run
@@ -92,10 +95,16 @@ def translate(run_dir, text, input_file, output_file, n_best, beam, length_penal
     run = Run.open(run_dir, checkpoint, device)
     opts = DecodeOptions.from_run(run, beam=beam, n_best=n_best, length_penalty=length_penalty,
                                   batch_size=batch_size, max_len=max_len)
+    links = None
+    if align:
+        from s2s.aligner import default_choice, parse_choice
+
+        layer, head = default_choice(run)
+        links = (parse_choice(align_layer, layer), parse_choice(align_head, head))
     lines, interactive = input_lines(text, input_file)
     buffer = 1 if interactive else opts.batch_size * 8
     with output_stream(output_file) as out:
-        write_translations(translate_stream(run, lines, opts, buffer), out, n_best)
+        write_translations(translate_stream(run, lines, opts, buffer, links), out, n_best)
 
 
 @cli.command()
@@ -103,39 +112,58 @@ def translate(run_dir, text, input_file, output_file, n_best, beam, length_penal
 @click.option("--split", default="test", show_default=True, help="train, validation or test.")
 @click.option("--hyp", type=click.Path(path_type=Path), help="Score this file (no model needed) ...")
 @click.option("--ref", type=click.Path(path_type=Path), help="... against this reference file.")
+@click.option("--alignments", type=click.Path(path_type=Path),
+              help="Gold word alignments for --data (i-j sure, i?j or i-j-P possible): AER.")
+@click.option("--data", "pairs_file", type=click.Path(path_type=Path),
+              help="Sentence pairs for --alignments, 'source<TAB>target' per line.")
 @click.option("-o", "--output", "output_file", type=click.Path(path_type=Path), help="Save hypotheses.")
 @click.option("--json", "as_json", is_flag=True, help="Print scores as JSON.")
 @with_options(decode_options)
-def evaluate(run_dir, split, hyp, ref, output_file, as_json, beam, length_penalty, batch_size,
-             max_len, device, checkpoint):
-    """BLEU and chrF (sacreBLEU, with signatures) of a run on a split, or of --hyp vs --ref."""
-    from s2s.checkpoint import atomic_write_text
-    from s2s.evaluate import evaluate_run, score_files
+def evaluate(run_dir, split, hyp, ref, alignments, pairs_file, output_file, as_json, beam,
+             length_penalty, batch_size, max_len, device, checkpoint):
+    """BLEU and chrF (sacreBLEU, with signatures) of a run on a split, or of --hyp vs --ref;
+    alignment error rate against gold alignments with --alignments and --data."""
+    from s2s.cli_io import print_report
 
     if hyp or ref:
+        from s2s.evaluate import score_files
+
         if not (hyp and ref):
             raise UserError("--hyp and --ref go together")
-        scores, where = score_files(hyp, ref), f"{hyp} vs {ref}"
-    elif run_dir is None:
+        return print_report({"data": f"{hyp} vs {ref}", **score_files(hyp, ref).as_dict()}, as_json)
+    if run_dir is None:
         raise UserError("give a RUN_DIR, or --hyp FILE --ref FILE")
-    else:
-        from s2s.run import Run
-        from s2s.translate import DecodeOptions
+    from s2s.run import Run
 
-        run = Run.open(run_dir, checkpoint, device)
-        opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty,
-                                      batch_size=batch_size, max_len=max_len)
-        scores, hyps = evaluate_run(run, split, opts)
-        where = f"{run_dir} ({run.checkpoint.name}) on {split}, beam {opts.beam}"
-        if output_file:
-            atomic_write_text(output_file, "".join(h + "\n" for h in hyps))
-    if as_json:
-        click.echo(json.dumps({"data": where, **scores.as_dict()}, indent=2))
+    run = Run.open(run_dir, checkpoint, device)
+    if alignments or pairs_file:
+        from s2s.aligner import align, default_choice, gold_alignment_scores, read_pairs
+        from s2s.alignment import read_alignments
+
+        if not (alignments and pairs_file):
+            raise UserError("--alignments and --data go together")
+        sources, targets = read_pairs(pairs_file)
+        report = gold_alignment_scores(align(run, sources, targets), read_alignments(alignments),
+                                       default_choice(run))
+        return print_report({"data": f"{pairs_file} with {alignments}", **report}, as_json)
+    from s2s.aligner import model_alignment_report
+    from s2s.checkpoint import atomic_write_text
+    from s2s.evaluate import evaluate_run
+    from s2s.translate import DecodeOptions
+
+    opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty,
+                                  batch_size=batch_size, max_len=max_len)
+    where = f"{run_dir} ({run.checkpoint.name}) on {split}, beam {opts.beam}"
+    if run.recipe.task == "captioning":
+        from s2s.captioning import evaluate_captions
+
+        report, hyps = evaluate_captions(run, split, opts)
     else:
-        click.echo(f"{where}: {scores.sentences} sentences")
-        click.echo(f"BLEU  {scores.bleu:6.2f}  {scores.bleu_signature}")
-        click.echo(f"chrF  {scores.chrf:6.2f}  {scores.chrf_signature}")
-        click.echo(f"exact {scores.exact:6.2f}%")
+        scores, hyps, pairs = evaluate_run(run, split, opts)
+        report = {**scores.as_dict(), **model_alignment_report(run, pairs, hyps)}
+    if output_file:
+        atomic_write_text(output_file, "".join(h + "\n" for h in hyps))
+    print_report({"data": where, **report}, as_json)
 
 
 @cli.command()
@@ -149,6 +177,70 @@ def average(run_dir, last, name):
 
     where = average_checkpoints(run_dir, last, name)
     click.echo(f"wrote {where}; use it with `--checkpoint {where.name}`")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("text", nargs=-1, required=True)
+@click.option("--target", help="Force this translation (teacher-forced) instead of the model's own.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Write a heatmap (.png .svg .pdf) or the matrices (.json .npz).")
+@click.option("--layer", help="Decoder layer N, or all (default: the alignment layer).")
+@click.option("--head", help="Head N, mean or all (default: mean).")
+@click.option("--words", is_flag=True, help="Merge subword pieces into words first.")
+@click.option("--color/--no-color", default=None, help="Shade the grid with colours (default: if a terminal).")
+@with_options(decode_options)
+def inspect(run_dir, text, target, output, layer, head, words, color, beam, length_penalty,
+            batch_size, max_len, device, checkpoint):
+    """Show the alignment (attention) matrix of TEXT's translation, or export it; for a captioning
+    run, TEXT is image files and -o draws each word's attention over the image."""
+    from s2s.aligner import align, default_choice, inspect_sentence, parse_choice
+    from s2s.run import Run
+    from s2s.translate import DecodeOptions, translate
+
+    run = Run.open(run_dir, checkpoint, device)
+    default_layer, default_head = default_choice(run)
+    layer, head = parse_choice(layer, default_layer), parse_choice(head, default_head)
+    if run.recipe.task == "captioning":
+        from s2s.captioning import overlays
+
+        if output is None or output.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise UserError("inspecting an image draws its attention: give -o FILE.png (or .svg, .pdf)")
+        opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty, max_len=max_len)
+        for path in text:
+            target = output if len(text) == 1 else output.with_name(f"{Path(path).stem}-{output.name}")
+            caption = overlays(run, path, opts, target, layer, head)
+            click.echo(f"{path}: {caption}\nwrote {target}")
+        return
+    source = " ".join(text).strip()
+    if not source:
+        raise UserError("nothing to inspect: the sentence is empty")
+    if target is None:
+        opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty, max_len=max_len)
+        target = translate(run, [source], opts)[0][0].text
+    item = align(run, [source], [target])[0]
+    click.echo(inspect_sentence(run, item, layer, head, words, output,
+                                sys.stdout.isatty() if color is None else color))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True)
+@click.option("--n-best", type=click.IntRange(1), default=1, help="Print N captions per image, TAB score.")
+@with_options(decode_options)
+def caption(run_dir, images, n_best, beam, length_penalty, batch_size, max_len, device, checkpoint):
+    """Caption IMAGES with a captioning run: one line per image."""
+    from s2s.captioning import caption_files
+    from s2s.cli_io import write_translations
+    from s2s.run import Run
+    from s2s.translate import DecodeOptions
+
+    run = Run.open(run_dir, checkpoint, device)
+    if run.recipe.task != "captioning":
+        raise UserError(f"{run_dir} is a {run.recipe.task} run; use `s2s translate`")
+    opts = DecodeOptions.from_run(run, beam=beam, n_best=n_best, length_penalty=length_penalty,
+                                  batch_size=batch_size, max_len=max_len)
+    write_translations(caption_files(run, list(images), opts), sys.stdout, n_best)
 
 
 @cli.command()

@@ -58,10 +58,50 @@ def output_stream(path: Path | None):
 
 
 def write_translations(results: Iterable[list], out: TextIO, n_best: int) -> None:
+    """One line per input line (n_best lines with --n-best), " ||| links" when aligned."""
+    def text(t) -> str:
+        if t is None:
+            return ""
+        return t.text if t.links is None else f"{t.text} ||| {t.links}"
+
     for nbest in results:
         if n_best > 1:
-            for t in nbest[:n_best] if nbest else [None] * n_best:  # n_best lines per input
-                out.write(f"{t.text}\t{t.score:.4f}\n" if t else "\t\n")
+            for t in nbest[:n_best] if nbest else [None] * n_best:
+                out.write(f"{text(t)}\t{t.score:.4f}\n" if t else "\t\n")
         else:
-            out.write((nbest[0].text if nbest else "") + "\n")
+            out.write(text(nbest[0] if nbest else None) + "\n")
         out.flush()
+
+
+def print_report(report: dict, as_json: bool) -> None:
+    """Scores as JSON, or as the few lines a person reads (tables of layers/heads kept short)."""
+    import json
+
+    import click
+
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(report["data"] + (f": {report['sentences']} sentences" if "sentences" in report else ""))
+    if "bleu" in report:
+        click.echo(f"BLEU  {report['bleu']:6.2f}  {report['bleu_signature']}")
+        click.echo(f"chrF  {report['chrf']:6.2f}  {report['chrf_signature']}")
+        click.echo(f"exact {report['exact']:6.2f}%")
+    if "bleu4" in report:
+        click.echo("  ".join(f"BLEU-{n} {report[f'bleu{n}']:.2f}" for n in range(1, 5)))
+    if "localisation" in report:
+        click.echo(f"attention localisation {report['localisation']:.2f}% "
+                   f"({report['localised_nouns']} shape nouns)")
+    if "aer" in report:
+        click.echo(f"AER {100 * report['aer']:.1f}%  precision {100 * report['precision']:.1f}%  "
+                   f"recall {100 * report['recall']:.1f}%  ({report['default']}; "
+                   f"best: {report['best']}, AER {100 * report['best_aer']:.1f}%)")
+    if "dates_alignment" in report:
+        d = report["dates_alignment"]
+        click.echo(f"alignment accuracy {d['accuracy']:.1f}% ({d['default']}; "
+                   f"best: {d['best']}, {d['best_accuracy']:.1f}%)")
+    if "attention" in report:
+        a = report["attention"]
+        click.echo(f"attention: entropy {a['mean_entropy']:.2f} nats/token, source tokens with "
+                   f"coverage < 0.2: {100 * a['low_coverage_share']:.1f}%, "
+                   f"> 2: {100 * a['high_coverage_share']:.1f}%")

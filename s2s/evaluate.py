@@ -68,8 +68,8 @@ def score_files(hyp: Path, ref: Path) -> Scores:
     return score(hyps, refs)
 
 
-def evaluate_run(run, split: str, opts) -> tuple[Scores, list[str]]:
-    """Translate a split of the run's own corpus and score it; returns scores and hypotheses."""
+def evaluate_run(run, split: str, opts):
+    """Translate a split of the run's own corpus and score it -> (scores, hypotheses, pairs)."""
     from s2s.data.corpus import load_split, text_pairs
     from s2s.translate import translate
 
@@ -78,4 +78,4 @@ def evaluate_run(run, split: str, opts) -> tuple[Scores, list[str]]:
     pairs = text_pairs(load_split(run.recipe.data, split), run.recipe.data)
     results = translate(run, pairs["src"], opts)
     hypotheses = [r[0].text if r else "" for r in results]
-    return score(hypotheses, pairs["tgt"]), hypotheses
+    return score(hypotheses, pairs["tgt"]), hypotheses, pairs

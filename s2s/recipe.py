@@ -51,6 +51,7 @@ class DataConfig:
     seed: int = 0  # generators only
     max_src_len: int = 200  # training pairs longer than this (in tokens) are dropped
     max_tgt_len: int = 200
+    clean_captions: bool = False  # captioning: lower-case and drop punctuation (refs too)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 where the hardware is fast at it)
     max_steps: int = 0  # 0 = no limit; training stops at the first limit reached
     max_epochs: int = 0
-    max_minutes: float = 0.0  # wall-clock budget, validation included
+    max_minutes: float = 0.0  # wall-clock budget, data preparation and validation included
     eval_every: int = 500  # steps between validations; 0 = once per epoch
     eval_metric: str = "bleu"  # bleu | loss | exact: which validation score picks `best`
     patience: int = 0  # stop after this many validations without improvement; 0 = never
@@ -199,15 +200,28 @@ def parse_dataclass(cls, raw: dict, where: str):
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     values = {}
+    by_type = {f.name: f.metadata["by_type"] for f in fields(cls) if "by_type" in f.metadata}
     for key, value in raw.items():
         dotted = f"{where}.{key}" if where else str(key)
         if key not in names:
             raise UserError(f"unknown recipe key {dotted!r}{did_you_mean(str(key), names)}")
-        values[key] = coerce(value, hints[key], dotted)
+        if key in by_type:  # a section whose dataclass is chosen by its `type` key
+            values[key] = parse_by_type(by_type[key], value, dotted)
+        else:
+            values[key] = coerce(value, hints[key], dotted)
     try:
         return cls(**values)
     except TypeError as e:  # a required key is missing
         raise UserError(f"{where or 'recipe'}: {e}") from None
+
+
+def parse_by_type(registry, value, where: str):
+    """Parse a section with the dataclass that `registry` holds for its `type` value."""
+    if dataclasses.is_dataclass(value):
+        return value
+    if not isinstance(value, dict) or "type" not in value:
+        raise UserError(f"{where} needs a type (one of: {', '.join(registry.names())})")
+    return parse_dataclass(registry.get(value["type"]), value, where)
 
 
 def coerce(value, hint, where: str):
@@ -220,6 +234,10 @@ def coerce(value, hint, where: str):
         return coerce(value, next(o for o in options if o is not type(None)), where)
     if dataclasses.is_dataclass(hint):
         return parse_dataclass(hint, value, where)
+    if origin is tuple and typing.get_args(hint)[1:] == (Ellipsis,):
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"recipe key {where!r} needs a list, got {value!r}")
+        return tuple(coerce(v, typing.get_args(hint)[0], where) for v in value)
     if origin is tuple:
         items = typing.get_args(hint)
         if not isinstance(value, (list, tuple)) or len(value) != len(items):
@@ -268,6 +286,18 @@ def list_recipes() -> list[tuple[str, str, str, str, str]]:
     rows = []
     for name, path in sorted(packaged_recipes().items()):
         r = load_recipe(str(path))
-        attention = getattr(getattr(r.model, "attention", None), "type", "multihead")
-        rows.append((name, r.task, r.model.arch, attention, r.data.dataset or r.data.path or ""))
+        rows.append((name, r.task, r.model.arch, attention_summary(r.model),
+                     r.data.dataset or r.data.path or ""))
     return rows
+
+
+def attention_summary(model) -> str:
+    """'additive', 'multihead', 'additive + cbam + stn' ... for the recipe table."""
+    decoder = getattr(model, "decoder", model)
+    text = decoder.attention.type if hasattr(decoder, "attention") else "multihead"
+    encoder = getattr(model, "encoder", None)
+    if encoder is not None and encoder.attention != "none":
+        text += f" + {encoder.attention}"
+    if encoder is not None and encoder.spatial_transformer:
+        text += " + stn"
+    return text

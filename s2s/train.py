@@ -25,6 +25,7 @@ from s2s import distributed as dist
 from s2s.checkpoint import (load_trainer_state, load_weights, prune_checkpoints, resolve_checkpoint,
                             save_checkpoint, set_pointer)
 from s2s.data.batching import Batch, TokenizedSplit, token_batches
+from s2s.data.captions import CaptionSplit, caption_lists
 from s2s.data.corpus import describe, load_split, text_pairs
 from s2s.data.tokenizer import PAD, Tokenizer
 from s2s.errors import UserError
@@ -66,11 +67,12 @@ class TokenLoss(nn.Module):
 
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor,
                 tgt_out: torch.Tensor) -> torch.Tensor:
-        features, _ = self.model.forward_features(src, src_mask, tgt_in)  # (B, T, D)
+        features, weights = self.model.forward_features(src, src_mask, tgt_in)  # (B, T, D)
         keep = tgt_out != PAD  # (B, T)
         out = self.model.generator
-        return linear_cross_entropy(features[keep], out.weight, out.bias, tgt_out[keep],
+        loss = linear_cross_entropy(features[keep], out.weight, out.bias, tgt_out[keep],
                                     self.smoothing)  # (N, V) logits never materialised
+        return loss + self.model.regularizer(weights, keep)
 
 
 def batch_loss(loss: nn.Module, batch: Batch) -> torch.Tensor:
@@ -94,6 +96,7 @@ class Progress:
 class Trainer:
     def __init__(self, recipe: Recipe, run_dir: Path, device: str = "auto", resume: bool = False,
                  log=say):
+        self.created = time.monotonic()  # a fresh run's time budget includes data preparation
         self.recipe, self.cfg, self.run_dir, self.log = recipe, recipe.train, Path(run_dir), log
         self.device = pick_device(device if not dist.active() else dist.device_for_rank(device))
         self.precision = resolve_precision(self.cfg.precision, self.device)
@@ -106,9 +109,10 @@ class Trainer:
                             f"not {self.cfg.schedule!r}")
         torch.manual_seed(self.cfg.seed)
         self.tokenizer = self._tokenizer()
-        self.train_data, self.valid_data, self.train_rows = self._data()
         self.model = build_model(recipe.model, self.tokenizer.src_vocab_size,
-                                 self.tokenizer.tgt_vocab_size).to(self.device)
+                                 self.tokenizer.tgt_vocab_size)
+        self.train_data, self.valid_data, self.train_rows = self._data()
+        self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr,
                                            betas=self.cfg.betas, weight_decay=self.cfg.weight_decay)
         self.progress = Progress()
@@ -124,32 +128,41 @@ class Trainer:
         if folder.exists():
             return Tokenizer.load(folder)
         if dist.is_main():
-            pairs = text_pairs(load_split(self.recipe.data, "train"), self.recipe.data)
+            data, raw = self.recipe.data, load_split(self.recipe.data, "train")
             self.log(f"training {self.recipe.tokenizer.type} tokenizer "
-                     f"({self.recipe.tokenizer.vocab_size} pieces) on {len(pairs):,} pairs")
-            column = lambda name: (t for b in pairs.iter(batch_size=10_000) for t in b[name])  # noqa: E731
-            Tokenizer.train(self.recipe.tokenizer, column("src"), column("tgt"), folder)
+                     f"({self.recipe.tokenizer.vocab_size} pieces) on {len(raw):,} examples")
+            if self.recipe.task == "captioning":
+                captions = [c for caps in caption_lists(raw, data) for c in caps]
+                Tokenizer.train(self.recipe.tokenizer, [], captions, folder)
+            else:
+                pairs = text_pairs(raw, data)
+                column = lambda name: (t for b in pairs.iter(batch_size=10_000) for t in b[name])  # noqa: E731
+                Tokenizer.train(self.recipe.tokenizer, column("src"), column("tgt"), folder)
         dist.barrier()
         return Tokenizer.load(folder)
 
-    def _data(self) -> tuple[TokenizedSplit, TokenizedSplit, np.ndarray]:
+    def _split(self, split: str):
         data, cache = self.recipe.data, self.run_dir / "cache"
+        if self.recipe.task == "captioning":
+            return CaptionSplit(load_split(data, split), data, self.tokenizer, self.model, cache, split)
+        return TokenizedSplit(text_pairs(load_split(data, split), data), self.tokenizer, cache, split)
+
+    def _data(self):
+        data = self.recipe.data
         splits = {}
         for split in ("train", "validation"):
             if dist.is_main():  # rank 0 tokenises and caches; the others read the cache
-                splits[split] = TokenizedSplit(text_pairs(load_split(data, split), data),
-                                               self.tokenizer, cache, split)
+                splits[split] = self._split(split)
             dist.barrier()
             if not dist.is_main():
-                splits[split] = TokenizedSplit(text_pairs(load_split(data, split), data),
-                                               self.tokenizer, cache, split)
+                splits[split] = self._split(split)
         train = splits["train"]
         rows = train.rows_within(data.max_src_len, data.max_tgt_len)
         dropped = len(train) - len(rows)
-        self.log(f"data {describe(data)}: {len(rows):,} training pairs"
+        self.log(f"data {describe(data)}: {len(rows):,} training examples"
                  + (f" ({dropped:,} dropped: empty or longer than "
                     f"{data.max_src_len}/{data.max_tgt_len} tokens)" if dropped else "")
-                 + f", {len(splits['validation']):,} validation pairs")
+                 + f", {len(splits['validation']):,} validation examples")
         if len(rows) == 0:
             raise UserError(f"no training pairs left in {describe(data)} after length filtering")
         return train, splits["validation"], rows
@@ -185,6 +198,8 @@ class Trainer:
     def train(self) -> None:
         p = self.progress
         bar = self._progress_bar()
+        if p.step == 0:
+            p.elapsed = time.monotonic() - self.created
         started, tokens_at_log, time_at_log = time.monotonic() - p.elapsed, p.target_tokens, p.elapsed
         stop = _StopOnSignal()
         try:
@@ -251,21 +266,23 @@ class Trainer:
     def validate(self) -> tuple[float, Scores]:
         """Validation loss (teacher-forced, no smoothing) and scores of free greedy decoding."""
         self.model.eval()
-        data, rows = self.valid_data, np.arange(len(self.valid_data))
-        batches = token_batches(data.src_lens, data.tgt_lens, rows, self.cfg.batch_tokens)
+        data, d = self.valid_data, self.recipe.decode
         total, tokens, loss_fn = 0.0, 0, TokenLoss(self.model, 0.0)
-        hypotheses: dict[int, str] = {}
-        d = self.recipe.decode
-        for index in batches:
+        every = np.arange(len(data))
+        for index in token_batches(data.src_lens, data.tgt_lens, every, self.cfg.batch_tokens):
             batch = data.batch(index).to(self.device)
             with autocast(self.device, self.precision):
-                loss, n = batch_loss(loss_fn, batch), batch.target_tokens
+                total += batch_loss(loss_fn, batch).item()
+            tokens += batch.target_tokens
+        rows, references = data.decode_units()
+        hypotheses: dict[int, str] = {}
+        for index in token_batches(data.src_lens, data.tgt_lens, rows, self.cfg.batch_tokens):
+            batch = data.batch(index).to(self.device)
+            with autocast(self.device, self.precision):
                 limit = max_lengths(batch.src_mask, d.max_len_a, d.max_len_b)
                 hyps = decode(self.model, batch.src, batch.src_mask, limit, beam=1)
-            total, tokens = total + loss.item(), tokens + n
-            texts = self.tokenizer.decode_tgt([h[0].tokens for h in hyps])
-            hypotheses.update(zip(index.tolist(), texts))
-        return total / tokens, score([hypotheses[i] for i in rows.tolist()], data.texts("tgt"))
+            hypotheses.update(zip(index.tolist(), self.tokenizer.decode_tgt([h[0].tokens for h in hyps])))
+        return total / tokens, score([hypotheses[i] for i in rows.tolist()], references)
 
     def validate_and_save(self) -> None:
         """Rank 0 validates and saves; every rank then adopts its verdict (best, patience, lr)."""

@@ -36,6 +36,7 @@ class Translation:
     text: str
     score: float
     tokens: list[int]
+    links: str | None = None  # Pharaoh word alignment, when asked for
 
 
 def translate_ids(run: Run, sources: list[list[int]], opts: DecodeOptions) -> list[list[Translation]]:
@@ -70,16 +71,38 @@ def translate(run: Run, texts: list[str], opts: DecodeOptions) -> list[list[Tran
     return translate_ids(run, encode_sources(run, texts), opts)
 
 
-def translate_stream(run: Run, lines: Iterable[str], opts: DecodeOptions,
-                     buffer: int) -> Iterator[list[Translation]]:
-    """Translate a stream `buffer` lines at a time, yielding one result per line, in order."""
+def add_links(run: Run, sources: list[str], results: list[list[Translation]],
+              layer: int | str, head: int | str) -> None:
+    """Attach word alignments (Pharaoh) of every hypothesis, from one teacher-forced pass."""
+    from s2s.aligner import align, pharaoh_lines
+
+    pairs = [(s, t) for s, nbest in zip(sources, results) for t in nbest]
+    if not pairs:
+        return
+    items = align(run, [s for s, _ in pairs], [t.text for _, t in pairs])
+    for (_, t), links in zip(pairs, pharaoh_lines(items, layer, head)):
+        t.links = links
+
+
+def translate_stream(run: Run, lines: Iterable[str], opts: DecodeOptions, buffer: int,
+                     links: tuple | None = None) -> Iterator[list[Translation]]:
+    """Translate a stream `buffer` lines at a time, yielding one result per line, in order.
+
+    With `links` = (layer, head), each hypothesis carries its word alignment.
+    """
+    def flush(chunk: list[str], first_line: int) -> list[list[Translation]]:
+        results = translate_ids(run, encode_sources(run, chunk, first_line), opts)
+        if links is not None:
+            add_links(run, [s.strip() for s in chunk], results, *links)
+        return results
+
     chunk: list[str] = []
     done = 0
     for line in lines:
         chunk.append(line)
         if len(chunk) >= buffer:
-            yield from translate_ids(run, encode_sources(run, chunk, done + 1), opts)
+            yield from flush(chunk, done + 1)
             done += len(chunk)
             chunk = []
     if chunk:
-        yield from translate_ids(run, encode_sources(run, chunk, done + 1), opts)
+        yield from flush(chunk, done + 1)

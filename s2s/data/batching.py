@@ -25,15 +25,11 @@ from s2s.data.tokenizer import BOS, EOS, PAD, Tokenizer
 class Batch:
     """A padded batch, batch-first. Rows keep their dataset indices in `index`."""
 
-    src: Tensor  # (B, S) source ids
-    src_lengths: Tensor  # (B,)
+    src: Tensor  # (B, S) source ids, or images / image features for captioning
+    src_mask: Tensor  # (B, S) True on real source tokens; (B, 1) for an image
     tgt_in: Tensor | None  # (B, T) BOS y_1 .. y_n
     tgt_out: Tensor | None  # (B, T) y_1 .. y_n EOS
     index: np.ndarray  # (B,) rows of the split (or input lines) in this batch
-
-    @property
-    def src_mask(self) -> Tensor:
-        return self.src != PAD  # (B, S)
 
     @property
     def target_tokens(self) -> int:
@@ -41,7 +37,7 @@ class Batch:
 
     def to(self, device: torch.device) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.src), self.src_lengths, move(self.tgt_in), move(self.tgt_out),
+        return Batch(move(self.src), move(self.src_mask), move(self.tgt_in), move(self.tgt_out),
                      self.index)
 
 
@@ -61,10 +57,10 @@ def pad(seqs: Sequence[Sequence[int]], prefix: int | None = None, suffix: int | 
 
 def collate(src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]] | None,
             index: np.ndarray) -> Batch:
-    lengths = torch.tensor([len(s) for s in src])
+    src_ids = pad(src)
     if tgt is None:
-        return Batch(pad(src), lengths, None, None, index)
-    return Batch(pad(src), lengths, pad(tgt, prefix=BOS), pad(tgt, suffix=EOS), index)
+        return Batch(src_ids, src_ids != PAD, None, None, index)
+    return Batch(src_ids, src_ids != PAD, pad(tgt, prefix=BOS), pad(tgt, suffix=EOS), index)
 
 
 def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, rows: np.ndarray,
@@ -137,3 +133,7 @@ class TokenizedSplit:
 
     def texts(self, column: str) -> list[str]:
         return self.data[column]
+
+    def decode_units(self) -> tuple[np.ndarray, list[str]]:
+        """Rows to translate for validation, and their references."""
+        return np.arange(len(self)), self.texts("tgt")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from s2s.models.captioner import Captioner, CaptionerConfig
 from s2s.models.rnn import RNNConfig, RNNSeq2Seq
 from s2s.models.seq2seq import Seq2Seq, reorder_state
 from s2s.models.transformer import TransformerConfig, TransformerSeq2Seq
@@ -24,6 +25,7 @@ def register(arch: str, config: type, builder: Callable[..., Seq2Seq]) -> None:
 
 register("rnn", RNNConfig, RNNSeq2Seq)
 register("transformer", TransformerConfig, TransformerSeq2Seq)
+register("captioner", CaptionerConfig, Captioner)
 
 
 def build_model(cfg: Any, src_vocab: int, tgt_vocab: int) -> Seq2Seq:

@@ -5,10 +5,12 @@ Encoder: embeddings -> (bidirectional) GRU/LSTM over packed sequences -> memory 
 Decoder, per step t (Luong's "global attention" with input feeding):
     h_t = RNN([E y_{t-1}; o_{t-1}], h_{t-1})        input feeding: o_{t-1} carries the last context
     c_t, a_t = attention(h_t, memory)              a_t is row t of the alignment matrix
+    c_t = sigmoid(W_g h_t) * c_t                   optional gate (Show, Attend and Tell)
     o_t = tanh(W_c [h_t; c_t])                     the attentional state
     p(y_t) = softmax(W_o o_t)
 With `attention: none` the context is one fixed vector C = F(X) (the encoder's final states) for
-every step: the baseline that shows what attention buys on long inputs.
+every step: the baseline that shows what attention buys on long inputs. The decoder only sees a
+memory and a summary vector, so the image captioner reuses it with image regions as memory.
 """
 
 from __future__ import annotations
@@ -47,6 +49,29 @@ class RNNConfig:
     init_scale: float = 0.1  # parameters start uniform in [-init_scale, init_scale]
 
 
+@dataclass(frozen=True)
+class RNNDecoderConfig:
+    """The decoder's own settings; the captioner's `decoder: {type: rnn}` section."""
+
+    type: str = "rnn"
+    cell: str = "gru"
+    emb_dim: int = 256
+    hidden_dim: int = 512
+    layers: int = 1
+    dropout: float = 0.3
+    input_feed: bool = True
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    tie_output: bool = False
+    gate: bool = False  # scale the context by sigmoid(W_g h_t) (Xu et al. 2015)
+    doubly_stochastic: float = 0.0  # lambda of sum_r (1 - sum_t a_tr)^2 (Xu et al. 2015)
+    init_scale: float = 0.1
+
+
+def check_cell(cell: str) -> None:
+    if cell not in CELLS:
+        raise UserError(f"model cell must be one of {', '.join(CELLS)}, not {cell!r}")
+
+
 class RNNEncoder(nn.Module):
     """(Bi)directional RNN over packed sequences, so padding never leaks into the states."""
 
@@ -68,84 +93,80 @@ class RNNEncoder(nn.Module):
         return memory, torch.cat(list(last), dim=-1)  # (B, S, H), (B, H)
 
 
-class RNNSeq2Seq(Seq2Seq):
-    def __init__(self, cfg: RNNConfig, src_vocab: int, tgt_vocab: int):
+class AttentionalRNNDecoder(nn.Module):
+    """Embeddings, recurrent cell, attention over a memory, and the output layer."""
+
+    def __init__(self, cfg: RNNDecoderConfig, memory_dim: int, vocab: int,
+                 embed: nn.Embedding | None = None):
         super().__init__()
-        if cfg.cell not in CELLS:
-            raise UserError(f"model.cell must be one of {', '.join(CELLS)}, not {cfg.cell!r}")
-        if cfg.bidirectional and cfg.hidden_dim % 2:
-            raise UserError("model.hidden_dim must be even for a bidirectional encoder")
-        if cfg.share_embeddings and src_vocab != tgt_vocab:
-            raise UserError("model.share_embeddings needs a joint vocabulary (tokenizer.joint: true)")
+        check_cell(cfg.cell)
         self.cfg = cfg
         hid, out_dim = cfg.hidden_dim, cfg.emb_dim if cfg.tie_output else cfg.hidden_dim
-        self.src_embed = nn.Embedding(src_vocab, cfg.emb_dim, padding_idx=PAD)
-        self.tgt_embed = self.src_embed if cfg.share_embeddings else nn.Embedding(
-            tgt_vocab, cfg.emb_dim, padding_idx=PAD)
-        self.encoder = RNNEncoder(cfg)
-        self.bridge = nn.Linear(hid, hid)  # final encoder state -> initial decoder state / C
+        self.embed = embed if embed is not None else nn.Embedding(vocab, cfg.emb_dim, padding_idx=PAD)
+        self.bridge = nn.Linear(memory_dim, hid)  # summary of the input -> h_0 (and C without attention)
         feed = out_dim if cfg.input_feed else 0
-        context = hid if cfg.attention.type == "none" and not cfg.input_feed else 0
-        self.decoder = CELLS[cfg.cell](cfg.emb_dim + feed + context, hid, cfg.dec_layers,
-                                       batch_first=True,
-                                       dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0)
-        self.attention = build_attention(cfg.attention, hid, hid)
-        self.combine = nn.Linear(2 * hid, out_dim, bias=False)  # W_c
-        self.generator = nn.Linear(out_dim, tgt_vocab)
-        init_uniform(self, cfg.init_scale)
-        if cfg.tie_output:
-            self.generator.weight = self.tgt_embed.weight
+        fixed = memory_dim if cfg.attention.type == "none" and not cfg.input_feed else 0
+        self.rnn = CELLS[cfg.cell](cfg.emb_dim + feed + fixed, hid, cfg.layers, batch_first=True,
+                                   dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.attention = build_attention(cfg.attention, hid, memory_dim)
+        self.gate = nn.Linear(hid, memory_dim) if cfg.gate else None
+        self.combine = nn.Linear(hid + memory_dim, out_dim, bias=False)  # W_c
+        self.generator = nn.Linear(out_dim, vocab)
 
-    def _drop(self, x: Tensor) -> Tensor:
+    def tie(self) -> None:
+        """Output layer = embedding table (after any re-initialisation)."""
+        if self.cfg.tie_output:
+            self.generator.weight = self.embed.weight
+
+    def drop(self, x: Tensor) -> Tensor:
         return dropout(x, self.cfg.dropout, self.training)
 
-    # -- encoder ---------------------------------------------------------------------------------
-
-    def encode(self, src: Tensor, src_mask: Tensor) -> State:
-        emb = self._drop(self.src_embed(src))  # (B, S, E)
-        memory, final = self.encoder(emb, src_mask.sum(1))  # (B, S, H), (B, H)
-        summary = torch.tanh(self.bridge(final))  # (B, H): C = F(X)
-        b, layers = src.size(0), self.cfg.dec_layers
-        state: State = {"memory": memory, "mask": src_mask,
-                        "hidden": summary[:, None, :].expand(b, layers, -1).contiguous()}  # (B, L, H)
+    def init_state(self, memory: Tensor, mask: Tensor, summary: Tensor) -> State:
+        """State from a memory (B, S, M), its mask (B, S) and a summary vector (B, M)."""
+        b, layers = memory.size(0), self.cfg.layers
+        start = torch.tanh(self.bridge(summary))  # (B, H)
+        state: State = {"memory": memory, "mask": mask,
+                        "hidden": start[:, None, :].expand(b, layers, -1).contiguous()}  # (B, L, H)
         if self.cfg.cell == "lstm":
             state["cell"] = torch.zeros_like(state["hidden"])
         if self.attention is None:
-            state["context"] = summary  # the one fixed context vector
+            state["context"] = summary  # the one fixed context vector C
         else:
             state["keys"] = self.attention.prepare(memory)
         if self.cfg.input_feed:
             state["feed"] = memory.new_zeros(b, self.combine.out_features)  # (B, O)
         return state
 
-    # -- decoder ---------------------------------------------------------------------------------
-
     def _recurrent_state(self, state: State):
         h = state["hidden"].transpose(0, 1).contiguous()  # (L, B, H)
         return (h, state["cell"].transpose(0, 1).contiguous()) if "cell" in state else h
 
     def _attend(self, query: Tensor, state: State) -> tuple[Tensor, Tensor | None]:
-        """Context for each query row (B, T, H) and weights (B, 1, heads, T, S)."""
+        """Context for each query row (B, T, M) and weights (B, 1, heads, T, S)."""
         if self.attention is None:
-            return state["context"][:, None, :].expand_as(query), None
+            return state["context"][:, None, :].expand(-1, query.size(1), -1), None
         context, weights = self.attention(query, state["memory"], state["mask"], state["keys"])
+        if self.gate is not None:
+            context = torch.sigmoid(self.gate(query)) * context
         return context, None if weights is None else weights[:, None]
 
-    def step(self, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
-        output, state, weights = self._decode_step(state, self._drop(self.tgt_embed(prev_tokens)))
-        return self.generator(self._drop(output)), state, weights  # (B, V)
+    def _output(self, query: Tensor, context: Tensor) -> Tensor:
+        return torch.tanh(self.combine(torch.cat([query, context], -1)))  # (B, T, O)
 
-    def _decode_step(self, state: State, emb: Tensor) -> tuple[Tensor, State, Tensor | None]:
+    def step(self, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
+        output, state, weights = self._step(state, self.drop(self.embed(prev_tokens)))
+        return self.generator(self.drop(output)), state, weights  # (B, V)
+
+    def _step(self, state: State, emb: Tensor) -> tuple[Tensor, State, Tensor | None]:
         """One step from the embedded previous token (B, E) -> o_t (B, O)."""
         parts = [emb]
         if self.cfg.input_feed:
             parts.append(state["feed"])
         elif self.attention is None:
             parts.append(state["context"])
-        query, recurrent = self.decoder(torch.cat(parts, -1)[:, None, :],
-                                        self._recurrent_state(state))  # (B, 1, H)
-        context, weights = self._attend(query, state)  # (B, 1, H)
-        output = torch.tanh(self.combine(torch.cat([query, context], -1)))[:, 0]  # (B, O)
+        query, recurrent = self.rnn(torch.cat(parts, -1)[:, None, :], self._recurrent_state(state))
+        context, weights = self._attend(query, state)  # (B, 1, M)
+        output = self._output(query, context)[:, 0]  # (B, O)
         state = dict(state)
         if isinstance(recurrent, tuple):
             state["hidden"], state["cell"] = (r.transpose(0, 1) for r in recurrent)
@@ -155,23 +176,68 @@ class RNNSeq2Seq(Seq2Seq):
             state["feed"] = output
         return output, state, weights
 
-    def forward_features(self, src: Tensor, src_mask: Tensor,
-                         tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
-        state = self.encode(src, src_mask)
-        emb = self._drop(self.tgt_embed(tgt_in))  # (B, T, E)
+    def features(self, state: State, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Teacher-forced pass: (B, T, O) before the output layer, and weights (B, 1, h, T, S)."""
+        emb = self.drop(self.embed(tgt_in))  # (B, T, E)
         if self.cfg.input_feed:  # sequential: each step needs the previous o_t
             outputs, weights = [], []
             for t in range(tgt_in.size(1)):
-                output, state, w = self._decode_step(state, emb[:, t])
+                output, state, w = self._step(state, emb[:, t])
                 outputs.append(output)
                 weights.append(w)
-            features = torch.stack(outputs, 1)  # (B, T, O)
-            aligned = None if weights[0] is None else torch.cat(weights, dim=3)  # (B, 1, h, T, S)
-            return self._drop(features), aligned
+            aligned = None if weights[0] is None else torch.cat(weights, dim=3)
+            return self.drop(torch.stack(outputs, 1)), aligned
         inputs = emb
         if self.attention is None:
             inputs = torch.cat([emb, state["context"][:, None, :].expand(-1, emb.size(1), -1)], -1)
-        queries, _ = self.decoder(inputs, self._recurrent_state(state))  # (B, T, H), one call
-        context, aligned = self._attend(queries, state)  # (B, T, H)
-        features = torch.tanh(self.combine(torch.cat([queries, context], -1)))  # (B, T, O)
-        return self._drop(features), aligned
+        queries, _ = self.rnn(inputs, self._recurrent_state(state))  # (B, T, H), one call
+        context, aligned = self._attend(queries, state)  # (B, T, M)
+        return self.drop(self._output(queries, context)), aligned
+
+    def regularizer(self, weights: Tensor | None, target_mask: Tensor) -> Tensor:
+        """Doubly stochastic attention: lambda * sum_b sum_s (1 - sum_t a_bts)^2, over real steps."""
+        if not self.cfg.doubly_stochastic or weights is None:
+            return torch.zeros((), device=target_mask.device)
+        received = (weights.mean(dim=(1, 2)) * target_mask[:, :, None]).sum(1)  # (B, S)
+        return self.cfg.doubly_stochastic * ((1.0 - received) ** 2).sum()
+
+
+class RNNSeq2Seq(Seq2Seq):
+    def __init__(self, cfg: RNNConfig, src_vocab: int, tgt_vocab: int):
+        super().__init__()
+        check_cell(cfg.cell)
+        if cfg.bidirectional and cfg.hidden_dim % 2:
+            raise UserError("model.hidden_dim must be even for a bidirectional encoder")
+        if cfg.share_embeddings and src_vocab != tgt_vocab:
+            raise UserError("model.share_embeddings needs a joint vocabulary (tokenizer.joint: true)")
+        self.cfg = cfg
+        self.src_embed = nn.Embedding(src_vocab, cfg.emb_dim, padding_idx=PAD)
+        self.encoder = RNNEncoder(cfg)
+        decoder_cfg = RNNDecoderConfig(
+            cell=cfg.cell, emb_dim=cfg.emb_dim, hidden_dim=cfg.hidden_dim, layers=cfg.dec_layers,
+            dropout=cfg.dropout, input_feed=cfg.input_feed, attention=cfg.attention,
+            tie_output=cfg.tie_output, init_scale=cfg.init_scale)
+        self.decoder = AttentionalRNNDecoder(decoder_cfg, cfg.hidden_dim, tgt_vocab,
+                                             self.src_embed if cfg.share_embeddings else None)
+        init_uniform(self, cfg.init_scale)
+        self.decoder.tie()
+
+    @property
+    def generator(self) -> nn.Linear:
+        return self.decoder.generator
+
+    @property
+    def tgt_embed(self) -> nn.Embedding:
+        return self.decoder.embed
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> State:
+        emb = self.decoder.drop(self.src_embed(src))  # (B, S, E)
+        memory, final = self.encoder(emb, src_mask.sum(1))  # (B, S, H), (B, H)
+        return self.decoder.init_state(memory, src_mask, final)
+
+    def step(self, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
+        return self.decoder.step(state, prev_tokens)
+
+    def forward_features(self, src: Tensor, src_mask: Tensor,
+                         tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+        return self.decoder.features(self.encode(src, src_mask), tgt_in)

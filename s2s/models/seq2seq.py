@@ -55,6 +55,10 @@ class Seq2Seq(nn.Module):
         features, weights = self.forward_features(src, src_mask, tgt_in)
         return self.generator(features), weights  # (B, T, V)
 
+    def regularizer(self, weights: Tensor | None, target_mask: Tensor) -> Tensor:
+        """An extra training loss from the attention weights (summed over the batch); none here."""
+        return torch.zeros((), device=target_mask.device)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

@@ -133,73 +133,148 @@ class DecoderLayer(nn.Module):
         return x, weights, new_kv[0]
 
 
-class TransformerSeq2Seq(Seq2Seq):
-    def __init__(self, cfg: TransformerConfig, src_vocab: int, tgt_vocab: int):
+@dataclass(frozen=True)
+class TransformerDecoderConfig:
+    """The decoder's own settings; the captioner's `decoder: {type: transformer}` section."""
+
+    type: str = "transformer"
+    d_model: int = 256
+    heads: int = 4
+    ffn_dim: int = 1024
+    layers: int = 3
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    act_dropout: float = 0.0
+    activation: str = "relu"
+    norm: str = "pre"
+    positions: str = "sinusoidal"
+    max_positions: int = 1024
+    tie_output: bool = True
+
+
+def check(cfg) -> None:
+    if cfg.norm not in ("pre", "post") or cfg.positions not in ("sinusoidal", "learned"):
+        raise UserError("model norm must be pre or post, and positions sinusoidal or learned")
+    if cfg.activation not in ("relu", "gelu"):
+        raise UserError(f"model activation must be relu or gelu, not {cfg.activation!r}")
+
+
+def new_embedding(vocab: int, dim: int) -> nn.Embedding:
+    table = nn.Embedding(vocab, dim, padding_idx=PAD)
+    nn.init.normal_(table.weight, 0.0, dim ** -0.5)
+    with torch.no_grad():
+        table.weight[PAD].zero_()
+    return table
+
+
+class Positions(nn.Module):
+    """Token embeddings * sqrt(d) + positions (sinusoidal or learned), then dropout."""
+
+    def __init__(self, dim: int, kind: str, max_positions: int, dropout_p: float):
         super().__init__()
-        if cfg.norm not in ("pre", "post") or cfg.positions not in ("sinusoidal", "learned"):
-            raise UserError("model.norm must be pre or post and model.positions sinusoidal or learned")
-        if cfg.activation not in ("relu", "gelu"):
-            raise UserError(f"model.activation must be relu or gelu, not {cfg.activation!r}")
-        if cfg.share_embeddings and src_vocab != tgt_vocab:
-            raise UserError("model.share_embeddings needs a joint vocabulary (tokenizer.joint: true)")
-        self.cfg, d = cfg, cfg.d_model
-        self.src_embed = nn.Embedding(src_vocab, d, padding_idx=PAD)
-        self.tgt_embed = self.src_embed if cfg.share_embeddings else nn.Embedding(
-            tgt_vocab, d, padding_idx=PAD)
-        for table in {id(t): t for t in (self.src_embed, self.tgt_embed)}.values():
-            nn.init.normal_(table.weight, 0.0, d ** -0.5)
-            nn.init.zeros_(table.weight[PAD])
-        if cfg.positions == "learned":
-            self.positions = nn.Parameter(torch.randn(cfg.max_positions, d) * d ** -0.5)
+        self.dim, self.max_positions, self.dropout_p = dim, max_positions, dropout_p
+        if kind == "learned":
+            self.table = nn.Parameter(torch.randn(max_positions, dim) * dim ** -0.5)
         else:
-            self.register_buffer("positions", sinusoids(cfg.max_positions, d), persistent=False)
-        self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.enc_layers))
-        self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.dec_layers))
-        final = (lambda: nn.LayerNorm(d)) if cfg.norm == "pre" else nn.Identity
-        self.enc_norm, self.dec_norm = final(), final()
-        self.generator = nn.Linear(d, tgt_vocab, bias=False)
-        if cfg.tie_output:
-            self.generator.weight = self.tgt_embed.weight
+            self.register_buffer("table", sinusoids(max_positions, dim), persistent=False)
 
-    def embed(self, table: nn.Embedding, tokens: Tensor, start: int = 0) -> Tensor:
-        length = tokens.size(1)
-        if start + length > self.cfg.max_positions:
+    def forward(self, embedded: Tensor, start: int = 0) -> Tensor:
+        length = embedded.size(1)
+        if start + length > self.max_positions:
             raise UserError(f"sequence of {start + length} tokens is longer than model.max_positions "
-                            f"({self.cfg.max_positions})")
-        x = table(tokens) * math.sqrt(self.cfg.d_model) + self.positions[start:start + length]
-        return dropout(x, self.cfg.dropout, self.training)  # (B, T, D)
+                            f"({self.max_positions})")
+        x = embedded * math.sqrt(self.dim) + self.table[start:start + length]
+        return dropout(x, self.dropout_p, self.training)  # (B, T, D)
 
-    def encode(self, src: Tensor, src_mask: Tensor) -> State:
-        x = self.embed(self.src_embed, src)
-        for layer in self.encoder:
-            x = layer(x, src_mask)
-        memory = self.enc_norm(x)  # (B, S, D)
-        state: State = {"memory": memory, "mask": src_mask}
-        for i, layer in enumerate(self.decoder):
+
+class TransformerDecoder(nn.Module):
+    """Target embeddings, decoder layers over a memory (B, S, D), the output layer.
+
+    The memory may be an encoder's output or image regions; the decoding state holds each
+    layer's cross-attention keys/values (computed once) and self-attention cache (grown per step).
+    """
+
+    def __init__(self, cfg: TransformerDecoderConfig, vocab: int, embed: nn.Embedding | None = None):
+        super().__init__()
+        check(cfg)
+        layer_cfg = TransformerConfig(d_model=cfg.d_model, heads=cfg.heads, ffn_dim=cfg.ffn_dim,
+                                      dropout=cfg.dropout, attn_dropout=cfg.attn_dropout,
+                                      act_dropout=cfg.act_dropout, activation=cfg.activation,
+                                      norm=cfg.norm)
+        self.embed = embed if embed is not None else new_embedding(vocab, cfg.d_model)
+        self.positions = Positions(cfg.d_model, cfg.positions, cfg.max_positions, cfg.dropout)
+        self.layers = nn.ModuleList(DecoderLayer(layer_cfg) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
+        self.generator = nn.Linear(cfg.d_model, vocab, bias=False)
+        if cfg.tie_output:
+            self.generator.weight = self.embed.weight
+
+    def init_state(self, memory: Tensor, mask: Tensor) -> State:
+        state: State = {"memory": memory, "mask": mask}
+        for i, layer in enumerate(self.layers):
             state[f"cross.{i}"] = layer.cross_attn.prepare(memory)  # (B, H, S, Dh) x 2, once
         return state
 
-    def _decode(self, state: State, tgt: Tensor, start: int, self_mask: Tensor | None,
-                cached: bool) -> tuple[Tensor, State, Tensor | None]:
-        x = self.embed(self.tgt_embed, tgt, start)
+    def decode(self, state: State, tgt: Tensor, start: int, self_mask: Tensor | None,
+               cached: bool) -> tuple[Tensor, State, Tensor | None]:
+        x = self.positions(self.embed(tgt), start)
         new_state, layer_weights = dict(state), []
-        for i, layer in enumerate(self.decoder):
+        for i, layer in enumerate(self.layers):
             cache = state[f"self.{i}"] if cached else None
             x, weights, kv = layer(x, state[f"cross.{i}"], state["mask"], self_mask, cache)
             new_state[f"self.{i}"] = kv
             layer_weights.append(weights)
         weights = None if layer_weights[0] is None else torch.stack(layer_weights, 1)  # (B, L, H, T, S)
-        return self.dec_norm(x), new_state, weights
+        return self.norm(x), new_state, weights
 
     def step(self, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
         cached = "self.0" in state
         start = state["self.0"][0].size(2) if cached else 0
-        x, state, weights = self._decode(state, prev_tokens[:, None], start, None, cached)
+        x, state, weights = self.decode(state, prev_tokens[:, None], start, None, cached)
         return self.generator(x[:, 0]), state, weights  # (B, V)
+
+    def features(self, state: State, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+        mask = causal_mask(tgt_in.size(1), tgt_in.device)[None]  # (1, T, T)
+        x, _, weights = self.decode(state, tgt_in, 0, mask, cached=False)
+        return x, weights
+
+
+class TransformerSeq2Seq(Seq2Seq):
+    def __init__(self, cfg: TransformerConfig, src_vocab: int, tgt_vocab: int):
+        super().__init__()
+        check(cfg)
+        if cfg.share_embeddings and src_vocab != tgt_vocab:
+            raise UserError("model.share_embeddings needs a joint vocabulary (tokenizer.joint: true)")
+        self.cfg = cfg
+        self.src_embed = new_embedding(src_vocab, cfg.d_model)
+        self.src_positions = Positions(cfg.d_model, cfg.positions, cfg.max_positions, cfg.dropout)
+        self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.enc_layers))
+        self.enc_norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
+        decoder_cfg = TransformerDecoderConfig(
+            d_model=cfg.d_model, heads=cfg.heads, ffn_dim=cfg.ffn_dim, layers=cfg.dec_layers,
+            dropout=cfg.dropout, attn_dropout=cfg.attn_dropout, act_dropout=cfg.act_dropout,
+            activation=cfg.activation, norm=cfg.norm, positions=cfg.positions,
+            max_positions=cfg.max_positions, tie_output=cfg.tie_output)
+        self.decoder = TransformerDecoder(decoder_cfg, tgt_vocab,
+                                          self.src_embed if cfg.share_embeddings else None)
+
+    @property
+    def generator(self) -> nn.Linear:
+        return self.decoder.generator
+
+    @property
+    def tgt_embed(self) -> nn.Embedding:
+        return self.decoder.embed
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> State:
+        x = self.src_positions(self.src_embed(src))
+        for layer in self.encoder:
+            x = layer(x, src_mask)
+        return self.decoder.init_state(self.enc_norm(x), src_mask)  # memory (B, S, D)
+
+    def step(self, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
+        return self.decoder.step(state, prev_tokens)
 
     def forward_features(self, src: Tensor, src_mask: Tensor,
                          tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
-        state = self.encode(src, src_mask)
-        mask = causal_mask(tgt_in.size(1), tgt_in.device)[None]  # (1, T, T)
-        x, _, weights = self._decode(state, tgt_in, 0, mask, cached=False)
-        return x, weights
+        return self.decoder.features(self.encode(src, src_mask), tgt_in)

@@ -1,0 +1,116 @@
+"""Image-captioning splits: one training row per (image, caption), references per image.
+
+A split offers what the trainer needs of a translation split (lengths, `batch(rows)`,
+`decode_units()`), so training, validation and search are shared. Images are decoded on demand,
+or, for a frozen pretrained encoder, passed once through it and the features kept in a
+memory-mapped cache file in the run directory, so every epoch after the first costs only the
+decoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+
+from s2s.data.batching import Batch, pad
+from s2s.data.images import to_tensor
+from s2s.data.tokenizer import BOS, EOS, Tokenizer
+from s2s.errors import UserError
+from s2s.recipe import DataConfig
+from s2s.registry import did_you_mean
+
+PUNCTUATION = re.compile(r"^[^\w]+$")
+
+
+def clean_caption(text: str) -> str:
+    """Lower case, punctuation-only tokens removed, single spaces (the usual captioning setup)."""
+    return " ".join(t for t in text.lower().split() if not PUNCTUATION.match(t))
+
+
+def caption_lists(ds: datasets.Dataset, cfg: DataConfig) -> list[list[str]]:
+    """The reference captions of every image (a caption column may hold a string or a list)."""
+    for name in (cfg.src, cfg.tgt):
+        if name not in ds.column_names:
+            raise UserError(f"column {name!r} not found in {cfg.path or cfg.dataset}"
+                            f"{did_you_mean(name, ds.column_names)}; columns: {', '.join(ds.column_names)}")
+    lists = [[c] if isinstance(c, str) else list(c) for c in ds[cfg.tgt]]
+    if cfg.clean_captions:
+        lists = [[clean_caption(c) for c in caps] for caps in lists]
+    for i, caps in enumerate(lists):
+        if not caps or not all(isinstance(c, str) and c.strip() for c in caps):
+            raise UserError(f"row {i} of {cfg.path or cfg.dataset}: column {cfg.tgt!r} needs "
+                            "one or more non-empty captions")
+    return lists
+
+
+class CaptionSplit:
+    def __init__(self, ds: datasets.Dataset, cfg: DataConfig, tokenizer: Tokenizer, model,
+                 cache_dir: Path, name: str):
+        self.ds, self.image_column, self.model = ds, cfg.src, model
+        self.size = model.cfg.encoder.image_size
+        self.references = caption_lists(ds, cfg)
+        self.image_of_row = np.array([i for i, caps in enumerate(self.references) for _ in caps])
+        self.captions = tokenizer.encode_tgt([c for caps in self.references for c in caps])
+        self.tgt_lens = np.array([len(c) for c in self.captions], dtype=np.int64)
+        self.src_lens = np.zeros_like(self.tgt_lens)  # an image costs no source tokens
+        self.features = None
+        if model.input_kind == "features":
+            self.features = self._cached_features(cache_dir, name, ds._fingerprint)
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def rows_within(self, max_src: int, max_tgt: int) -> np.ndarray:
+        return np.flatnonzero((self.tgt_lens >= 1) & (self.tgt_lens <= max_tgt))
+
+    def images(self, image_indices) -> torch.Tensor:
+        """(B, 3, size, size) in [0, 1], or (B, C, h, w) cached features."""
+        if self.features is not None:
+            return torch.from_numpy(np.stack([self.features[i] for i in image_indices])).float()
+        rows = self.ds.select_columns([self.image_column])[list(map(int, image_indices))]
+        return torch.stack([to_tensor(image, self.size) for image in rows[self.image_column]])
+
+    def batch(self, rows: np.ndarray) -> Batch:
+        src = self.images(self.image_of_row[rows])
+        mask = torch.ones(len(rows), 1, dtype=torch.bool)  # one source unit: the image
+        caps = [self.captions[i] for i in rows]
+        return Batch(src, mask, pad(caps, prefix=BOS), pad(caps, suffix=EOS), rows)
+
+    def decode_units(self) -> tuple[np.ndarray, list[list[str]]]:
+        """One row per image (its first caption) and all of that image's references."""
+        first = np.flatnonzero(np.r_[True, self.image_of_row[1:] != self.image_of_row[:-1]])
+        return first, self.references
+
+    def _cached_features(self, cache_dir: Path, name: str, fingerprint: str) -> np.ndarray:
+        """The frozen backbone's output for every image, computed once (float16 memmap)."""
+        enc = self.model.cfg.encoder
+        key = hashlib.sha1(json.dumps([fingerprint, enc.type, enc.stage, enc.image_size,
+                                       enc.pretrained]).encode()).hexdigest()[:16]
+        path = cache_dir / f"{name}-features-{key}.npy"
+        if path.is_file():
+            return np.load(path, mmap_mode="r")
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        count = len(self.references)
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy")
+        os.close(fd)
+        out = None
+        images = self.ds.select_columns([self.image_column])
+        for start in range(0, count, 32):
+            batch = images[start:start + 32][self.image_column]
+            maps = self.model.backbone_features(torch.stack([to_tensor(i, self.size) for i in batch]))
+            if out is None:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+                                                shape=(count, *maps.shape[1:]))
+            out[start:start + len(batch)] = maps.numpy().astype(np.float16)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+        return np.load(path, mmap_mode="r")

