@@ -123,13 +123,17 @@ def beam_search(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor, 
         new_token = token.gather(1, pick)  # (b, K)
         source_row = (origin.gather(1, pick) + torch.arange(b, device=device)[:, None] * beam).view(-1)
         keep = (~done).nonzero().squeeze(1)
-        if keep.numel() < b:
+        if keep.numel() < b:  # finished sentences leave: their rows go from every entry
             scores, new_token = scores[keep], new_token[keep]
             source_row = source_row.view(b, beam)[keep].view(-1)
             alive = alive[keep]
+            blocks = (keep[:, None] * beam + torch.arange(beam, device=device)).view(-1)
+            constant = {k: v for k, v in state.items() if k.startswith(model.constant_state)}
+            state = {**state, **reorder_state(constant, blocks)} if constant else state
         history = torch.cat([history[source_row], new_token.view(-1, 1)], dim=1)
         prev = new_token.view(-1)
-        state = reorder_state(state, source_row)
+        # beams move within their sentence: entries that are equal across its beams stay put
+        state = reorder_state(state, source_row, skip=model.constant_state)
         step += 1
     return [sorted(hyps, key=lambda h: -h.score)[:n_best] for hyps in finished]
 

@@ -152,6 +152,10 @@ class Captioner(Seq2Seq):
             self.decoder = TransformerDecoder(dec, tgt_vocab)
 
     @property
+    def constant_state(self) -> tuple[str, ...]:
+        return self.decoder.constant_state
+
+    @property
     def input_kind(self) -> str:
         return "images" if self.backbone is None else "features"
 

@@ -96,6 +96,8 @@ class RNNEncoder(nn.Module):
 class AttentionalRNNDecoder(nn.Module):
     """Embeddings, recurrent cell, attention over a memory, and the output layer."""
 
+    constant_state = ("memory", "mask", "keys", "context")  # set by init_state, never by a step
+
     def __init__(self, cfg: RNNDecoderConfig, memory_dim: int, vocab: int,
                  embed: nn.Embedding | None = None):
         super().__init__()
@@ -203,6 +205,8 @@ class AttentionalRNNDecoder(nn.Module):
 
 
 class RNNSeq2Seq(Seq2Seq):
+    constant_state = AttentionalRNNDecoder.constant_state
+
     def __init__(self, cfg: RNNConfig, src_vocab: int, tgt_vocab: int):
         super().__init__()
         check_cell(cfg.cell)

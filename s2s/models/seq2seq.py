@@ -23,22 +23,28 @@ StateValue = Union[Tensor, tuple]
 State = dict[str, StateValue]
 
 
-def reorder_state(state: State, index: Tensor) -> State:
+def reorder_state(state: State, index: Tensor, skip: tuple[str, ...] = ()) -> State:
     """Select (and repeat) batch rows of every tensor in a decoding state: beam search's one
-    operation on state."""
+    operation on state. Entries whose key starts with a prefix in `skip` are left as they are."""
 
     def select(value: StateValue) -> StateValue:
         if isinstance(value, tuple):
             return tuple(select(v) for v in value)
         return value.index_select(0, index)
 
-    return {key: select(value) for key, value in state.items()}
+    return {key: value if key.startswith(skip) and skip else select(value)
+            for key, value in state.items()}
 
 
 class Seq2Seq(nn.Module):
-    """Base class: an encoder-decoder with an output layer `generator` over the target vocabulary."""
+    """Base class: an encoder-decoder with an output layer `generator` over the target vocabulary.
+
+    `constant_state` names (by key prefix) the state entries that `encode` makes and `step` never
+    changes: the same for every beam of a sentence, so beam search need not reorder them.
+    """
 
     generator: nn.Linear
+    constant_state: tuple[str, ...] = ()
 
     def encode(self, src: Tensor, src_mask: Tensor) -> State:
         raise NotImplementedError

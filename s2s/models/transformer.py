@@ -194,6 +194,8 @@ class TransformerDecoder(nn.Module):
     layer's cross-attention keys/values (computed once) and self-attention cache (grown per step).
     """
 
+    constant_state = ("memory", "mask", "cross.")
+
     def __init__(self, cfg: TransformerDecoderConfig, vocab: int, embed: nn.Embedding | None = None):
         super().__init__()
         check(cfg)
@@ -240,6 +242,8 @@ class TransformerDecoder(nn.Module):
 
 
 class TransformerSeq2Seq(Seq2Seq):
+    constant_state = TransformerDecoder.constant_state
+
     def __init__(self, cfg: TransformerConfig, src_vocab: int, tgt_vocab: int):
         super().__init__()
         check(cfg)
