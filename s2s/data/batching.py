@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import datasets
 import numpy as np
 import torch
 from torch import Tensor
@@ -96,6 +95,8 @@ class TokenizedSplit:
     """A split's text pairs with their token ids, cached on disk by `datasets` (memory-mapped)."""
 
     def __init__(self, pairs: datasets.Dataset, tokenizer: Tokenizer, cache_dir: Path, name: str):
+        import datasets  # here, not at the top: translating and inspecting never need it (~1 s)
+
         key = hashlib.sha1(pairs._fingerprint.encode() + tokenizer.src.serialized_model_proto()
                            + tokenizer.tgt.serialized_model_proto()).hexdigest()[:16]
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -13,13 +13,13 @@ everything is a pure function of (split, size, seed).
 
 import datetime
 import functools
-import random
 import re
 import zlib
 
+from s2s.data import SPLITS, split_stream
+
 __all__ = ["SPLITS", "LANGS", "FORMATS", "generate", "iterate", "render", "split_of"]
 
-SPLITS = ("train", "validation", "test")
 LANGS = ("en", "fr", "de", "es", "iso")
 
 MONTHS = {
@@ -190,11 +190,7 @@ def generate(split: str, size: int, seed: int = 0) -> list[dict]:
 
 def iterate(split: str, size: int, seed: int = 0):
     """The examples of `generate`, one at a time (a corpus of millions never sits in a list)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    if size < 0:
-        raise ValueError(f"size must be >= 0, got {size}")
-    rng = random.Random(f"s2s.data.dates:{split}:{seed}")  # str seeds hash with SHA-512, unsalted
+    rng = split_stream("dates", split, size, seed)
     names = list(FORMATS)
     for _ in range(size):
         name = rng.choice(names)

@@ -15,15 +15,14 @@ caption is a pure function of the objects, and everything is a pure function of
 (split, size, seed); splits draw from different random streams.
 """
 
-import random
-
 import numpy as np
 from PIL import Image, ImageDraw
+
+from s2s.data import SPLITS, split_stream
 
 __all__ = ["SPLITS", "IMAGE_SIZE", "GRID", "SHAPES", "COLOURS", "SIZES", "NOISE", "BACKGROUND",
            "caption", "draw", "generate", "iterate"]
 
-SPLITS = ("train", "validation", "test")
 IMAGE_SIZE = 64
 GRID = 3  # cells per side; each object has a cell to itself
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
@@ -134,9 +133,5 @@ def generate(split: str, size: int, seed: int = 0) -> list[dict]:
 
 def iterate(split: str, size: int, seed: int = 0):
     """The examples of `generate`, one at a time (arguments are checked at the call)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    if size < 0:
-        raise ValueError(f"size must be >= 0, got {size}")
-    rng = random.Random(f"s2s.data.shapes:{split}:{seed}")  # str seeds hash with SHA-512, unsalted
+    rng = split_stream("shapes", split, size, seed)
     return (_example(rng) for _ in range(size))

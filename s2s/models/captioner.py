@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from s2s.attention.vision import SpatialTransformer, build_vision_attention
 from s2s.errors import UserError
 from s2s.models.rnn import AttentionalRNNDecoder, RNNDecoderConfig
-from s2s.models.seq2seq import Seq2Seq, State, init_uniform
+from s2s.models.seq2seq import EncoderDecoder, State, init_uniform
 from s2s.models.transformer import TransformerDecoder, TransformerDecoderConfig
 from s2s.registry import Registry
 
@@ -119,7 +119,7 @@ class GridAttention(nn.Module):
         return maps if self.module is None else attend(self.module, maps, records, "grid")
 
 
-class Captioner(Seq2Seq):
+class Captioner(EncoderDecoder):
     def __init__(self, cfg: CaptionerConfig, src_vocab: int, tgt_vocab: int):
         super().__init__()
         self.cfg, enc = cfg, cfg.encoder
@@ -152,16 +152,8 @@ class Captioner(Seq2Seq):
             self.decoder = TransformerDecoder(dec, tgt_vocab)
 
     @property
-    def constant_state(self) -> tuple[str, ...]:
-        return self.decoder.constant_state
-
-    @property
     def input_kind(self) -> str:
         return "images" if self.backbone is None else "features"
-
-    @property
-    def generator(self) -> nn.Linear:
-        return self.decoder.generator
 
     def _probe(self) -> tuple[int, int]:
         """Channels and number of regions the encoder gives for the configured image size."""

@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from s2s.attention import AttentionConfig, build_attention
 from s2s.data.tokenizer import PAD
 from s2s.errors import UserError
-from s2s.models.seq2seq import Seq2Seq, State, init_uniform
+from s2s.models.seq2seq import EncoderDecoder, State, init_uniform
 from s2s.ops import dropout
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
@@ -204,9 +204,7 @@ class AttentionalRNNDecoder(nn.Module):
         return self.cfg.doubly_stochastic * ((1.0 - received) ** 2).sum()
 
 
-class RNNSeq2Seq(Seq2Seq):
-    constant_state = AttentionalRNNDecoder.constant_state
-
+class RNNSeq2Seq(EncoderDecoder):
     def __init__(self, cfg: RNNConfig, src_vocab: int, tgt_vocab: int):
         super().__init__()
         check_cell(cfg.cell)
@@ -225,14 +223,6 @@ class RNNSeq2Seq(Seq2Seq):
                                              self.src_embed if cfg.share_embeddings else None)
         init_uniform(self, cfg.init_scale)
         self.decoder.tie()
-
-    @property
-    def generator(self) -> nn.Linear:
-        return self.decoder.generator
-
-    @property
-    def tgt_embed(self) -> nn.Embedding:
-        return self.decoder.embed
 
     def encode(self, src: Tensor, src_mask: Tensor) -> State:
         emb = self.decoder.drop(self.src_embed(src))  # (B, S, E)

@@ -70,6 +70,25 @@ class Seq2Seq(nn.Module):
         return next(self.parameters()).device
 
 
+class EncoderDecoder(Seq2Seq):
+    """A Seq2Seq whose `decoder` module owns the target side: embedding, output layer, and the
+    knowledge of which state entries stay constant (the RNN, the Transformer, the captioner)."""
+
+    decoder: nn.Module
+
+    @property
+    def generator(self) -> nn.Linear:
+        return self.decoder.generator
+
+    @property
+    def tgt_embed(self) -> nn.Embedding:
+        return self.decoder.embed
+
+    @property
+    def constant_state(self) -> tuple[str, ...]:
+        return self.decoder.constant_state
+
+
 def init_uniform(module: nn.Module, scale: float) -> None:
     """Uniform(-scale, scale) for every parameter: the long-standing recipe for attentional RNNs."""
     for p in module.parameters():

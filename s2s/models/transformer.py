@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from s2s.attention import MultiHeadAttention, causal_mask
 from s2s.data.tokenizer import PAD
 from s2s.errors import UserError
-from s2s.models.seq2seq import Seq2Seq, State
+from s2s.models.seq2seq import EncoderDecoder, State
 from s2s.ops import dropout
 
 
@@ -241,9 +241,7 @@ class TransformerDecoder(nn.Module):
         return x, weights
 
 
-class TransformerSeq2Seq(Seq2Seq):
-    constant_state = TransformerDecoder.constant_state
-
+class TransformerSeq2Seq(EncoderDecoder):
     def __init__(self, cfg: TransformerConfig, src_vocab: int, tgt_vocab: int):
         super().__init__()
         check(cfg)
@@ -261,14 +259,6 @@ class TransformerSeq2Seq(Seq2Seq):
             max_positions=cfg.max_positions, tie_output=cfg.tie_output)
         self.decoder = TransformerDecoder(decoder_cfg, tgt_vocab,
                                           self.src_embed if cfg.share_embeddings else None)
-
-    @property
-    def generator(self) -> nn.Linear:
-        return self.decoder.generator
-
-    @property
-    def tgt_embed(self) -> nn.Embedding:
-        return self.decoder.embed
 
     def encode(self, src: Tensor, src_mask: Tensor) -> State:
         x = self.src_positions(self.src_embed(src))
