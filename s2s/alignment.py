@@ -335,13 +335,21 @@ def _sizes(n_tokens: int, longest_label: int) -> tuple[float, float, float]:
     return cell, font, 0.4 + min(longest_label, 24) * font * 0.6 / 72
 
 
+def _fit_title(title: str, width_inches: float, points: float = 10.0) -> str:
+    """The title wrapped onto as many lines as the figure's width needs (never cut off)."""
+    import textwrap
+
+    return textwrap.fill(title, width=max(16, int(width_inches * 72 / (points * 0.6))))
+
+
 def plot_heatmap(matrix, src_tokens: list[str], tgt_tokens: list[str], path, title: str):
     """One alignment as a heatmap: source along x (labels rotated), target along y; returns it."""
     m = _array(matrix).astype(np.float64)  # (T, S)
     _check_labels(m, src_tokens, tgt_tokens)
     T, S = m.shape
     cell, font, margin = _sizes(max(T, S), max(map(len, [*src_tokens, *tgt_tokens, ""])))
-    fig = new_figure(S * cell + margin + 1.2, T * cell + margin + 0.6)
+    width = S * cell + margin + 1.2
+    fig = new_figure(width, T * cell + margin + 0.6)
     ax = fig.add_subplot()
     image = ax.imshow(m, cmap="Blues", vmin=0.0, vmax=max(m.max(initial=0.0), 1e-9),
                       aspect="auto", interpolation="nearest")
@@ -350,7 +358,7 @@ def plot_heatmap(matrix, src_tokens: list[str], tgt_tokens: list[str], path, tit
     ax.tick_params(length=0)
     ax.set_xlabel("source")
     ax.set_ylabel("target")
-    ax.set_title(title)
+    ax.set_title(_fit_title(title, width), fontsize=10)
     fig.colorbar(image, ax=ax, shrink=min(1.0, 4.0 / max(T * cell, 1e-9)), pad=0.02)
     save_figure(fig, path)
     return fig
@@ -371,7 +379,8 @@ def plot_grid(weights, src_tokens: list[str], tgt_tokens: list[str], path, title
     font = float(np.clip(panel * 72 / max(T, S, 1) * 0.8, 4.0, 8.0))
     margin = 0.6 + (max(map(len, [*src_tokens, *tgt_tokens, ""])) * font * 0.6 / 72
                     if labelled else 0.0)
-    fig = new_figure(H * panel + margin + 1.0, L * panel + margin + 0.6)
+    width = H * panel + margin + 1.0
+    fig = new_figure(width, L * panel + margin + 0.6)
     axes = fig.subplots(L, H, squeeze=False)
     peak = max(w.max(initial=0.0), 1e-9)
     for (i, j), ax in np.ndenumerate(axes):
@@ -389,7 +398,7 @@ def plot_grid(weights, src_tokens: list[str], tgt_tokens: list[str], path, title
         if j == 0:
             ax.set_ylabel(f"layer {i}", fontsize=9)
     fig.colorbar(image, ax=axes, shrink=0.6 if L > 1 else 1.0, aspect=40)
-    fig.suptitle(title)
+    fig.suptitle(_fit_title(title, width, 12.0), fontsize=12)
     save_figure(fig, path)
     return fig
 
