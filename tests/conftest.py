@@ -39,6 +39,17 @@ def isolated_hf_cache(tmp_path_factory):
             os.environ[k] = v
 
 
+def step_through(model, src, mask, tgt):
+    """Decode `tgt` one incremental step at a time: (B, T, V) logits, each step's weights, and
+    the final decoding state."""
+    state, steps, weights = model.encode(src, mask), [], []
+    for t in range(tgt.size(1)):
+        out, state, w = model.step(state, tgt[:, t])
+        steps.append(out)
+        weights.append(w)
+    return torch.stack(steps, 1), weights, state
+
+
 def write_recipe(path, recipe: dict):
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return path

@@ -12,7 +12,7 @@ from s2s.models.rnn import RNNDecoderConfig
 from s2s.models.transformer import TransformerDecoderConfig
 from s2s.search import beam_search, greedy
 
-from conftest import write_recipe
+from conftest import step_through, write_recipe
 
 RNN = RNNDecoderConfig(emb_dim=16, hidden_dim=32, dropout=0.0, gate=True, doubly_stochastic=1.0,
                        attention=AttentionConfig(type="additive"))
@@ -39,12 +39,8 @@ def test_steps_equal_teacher_forcing_over_regions(decoder):
     mask = torch.ones(3, 1, dtype=torch.bool)
     with record_attention():
         logits, weights = model(images, mask, tgt)
-        state = model.encode(images, mask)
-        steps = []
-        for t in range(tgt.size(1)):
-            out, state, _ = model.step(state, tgt[:, t])
-            steps.append(out)
-    torch.testing.assert_close(torch.stack(steps, 1), logits, rtol=1e-4, atol=1e-5)
+        steps, _, _ = step_through(model, images, mask, tgt)
+    torch.testing.assert_close(steps, logits, rtol=1e-4, atol=1e-5)
     assert model.grid_size == (8, 8) and weights.shape[-1] == 64  # 32 px / 2 stages of pooling
     torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
 

@@ -7,6 +7,8 @@ from s2s.attention import AttentionConfig
 from s2s.models import build_model
 from s2s.models.rnn import RNNConfig
 
+from conftest import step_through
+
 VARIANTS = [dict(attention=AttentionConfig(type=t, heads=2), input_feed=feed, cell=cell)
             for t in ("additive", "dot", "general", "scaled_dot", "multihead", "none")
             for feed in (True, False) for cell in ("gru", "lstm")]
@@ -29,13 +31,8 @@ def test_rnn_steps_equal_teacher_forcing(kwargs):
                                   **kwargs), 30, 30).eval()
     src, mask, tgt = batch()
     logits, weights = model(src, mask, tgt)
-    state = model.encode(src, mask)
-    steps, step_weights = [], []
-    for t in range(tgt.size(1)):
-        out, state, w = model.step(state, tgt[:, t])
-        steps.append(out)
-        step_weights.append(w)
-    torch.testing.assert_close(torch.stack(steps, 1), logits, rtol=1e-5, atol=1e-5)
+    steps, step_weights, _ = step_through(model, src, mask, tgt)
+    torch.testing.assert_close(steps, logits, rtol=1e-5, atol=1e-5)
     if kwargs["attention"].type in ("none", "multihead"):  # none has none; MHA only when recorded
         assert weights is None
     else:

@@ -9,6 +9,8 @@ from s2s.models import build_model
 from s2s.models.transformer import TransformerConfig, sinusoids
 from s2s.search import beam_search, greedy, max_lengths
 
+from conftest import step_through
+
 
 def model(**kwargs):
     torch.manual_seed(0)
@@ -36,13 +38,8 @@ def test_cached_steps_equal_the_full_pass(kwargs):
     src, mask, tgt = batch()
     with record_attention():
         logits, weights = m(src, mask, tgt)
-        state = m.encode(src, mask)
-        steps, step_weights = [], []
-        for t in range(tgt.size(1)):
-            out, state, w = m.step(state, tgt[:, t])
-            steps.append(out)
-            step_weights.append(w)
-    torch.testing.assert_close(torch.stack(steps, 1), logits, rtol=1e-4, atol=1e-5)
+        steps, step_weights, state = step_through(m, src, mask, tgt)
+    torch.testing.assert_close(steps, logits, rtol=1e-4, atol=1e-5)
     assert weights.shape == (3, 2, 4, 6, 7)  # (B, layers, heads, T, S)
     torch.testing.assert_close(torch.cat(step_weights, 3), weights, rtol=1e-4, atol=1e-5)
     assert weights[2, ..., 2:].abs().max() == 0  # source padding is never attended

@@ -32,7 +32,7 @@ def reorder_state(state: State, index: Tensor, skip: tuple[str, ...] = ()) -> St
             return tuple(select(v) for v in value)
         return value.index_select(0, index)
 
-    return {key: value if key.startswith(skip) and skip else select(value)
+    return {key: value if key.startswith(skip) else select(value)  # () matches no key
             for key, value in state.items()}
 
 
