@@ -29,6 +29,7 @@ VARIANTS = {
     "cbam": ["model.encoder.attention=cbam"],
     "stn": ["model.encoder.spatial_transformer=true"],
     "cbam+stn": ["model.encoder.attention=cbam", "model.encoder.spatial_transformer=true"],
+    "doubly-stochastic": ["model.decoder.doubly_stochastic=1.0"],  # Show, Attend and Tell's lambda
 }
 
 

@@ -183,8 +183,9 @@ class Trainer:
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """The epoch's batches in order: a function of (seed, epoch) only; sharded across ranks."""
         rng = np.random.default_rng([self.cfg.seed, epoch])
-        batches = token_batches(self.train_data.src_lens, self.train_data.tgt_lens,
-                                self.train_rows, self.cfg.batch_tokens, rng)
+        data = self.train_data
+        batches = token_batches(data.src_lens, data.tgt_lens, self.train_rows,
+                                self.cfg.batch_tokens, rng, by_length=data.length_buckets)
         return dist.shard(batches)
 
     def finished(self) -> bool:

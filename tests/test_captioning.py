@@ -1,6 +1,9 @@
 """Captioning: the image encoders and both decoders honour the protocol, and the CLI works on a
 tiny shapes run (caption, evaluate, inspect overlays, bad images)."""
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -30,7 +33,8 @@ def images_and_captions():
     return torch.rand(3, 3, 32, 32, generator=g), torch.randint(4, 30, (3, 5), generator=g)
 
 
-@pytest.mark.parametrize("decoder", [RNN, TRANSFORMER], ids=["rnn", "transformer"])
+@pytest.mark.parametrize("decoder", [RNN, replace(RNN, input_feed=False), TRANSFORMER],
+                         ids=["rnn", "rnn-no-input-feed", "transformer"])
 def test_steps_equal_teacher_forcing_over_regions(decoder):
     from s2s.attention import record_attention
 
@@ -95,6 +99,33 @@ def test_frozen_pretrained_encoder_takes_cached_features():
     logits.sum().backward()
     assert all(p.grad is None for p in model.backbone.parameters())  # frozen
     assert model.head.module.mlp[0].weight.grad is not None  # SE on the grid is trained
+
+
+def test_trainable_encoders_get_unbucketed_augmented_batches(tmp_path):
+    """BatchNorm needs representative batches; only training images are jittered."""
+    import datasets
+
+    from s2s.data.captions import CaptionSplit
+    from s2s.data.shapes import generate
+    from s2s.data.tokenizer import Tokenizer
+    from s2s.recipe import DataConfig, TokenizerConfig
+
+    examples = generate("train", 8)
+    ds = datasets.Dataset.from_list([{"image": e["image"], "caption": e["caption"]} for e in examples])
+    cfg = DataConfig(dataset="shapes", src="image", tgt="caption")
+    tok = Tokenizer.train(TokenizerConfig(type="word", vocab_size=30), [],
+                          [e["caption"] for e in examples], tmp_path / "tok")
+    model = Captioner(CaptionerConfig(encoder=ImageEncoderConfig(image_size=64, channels=(8,)),
+                                      decoder=RNN), 30, tok.tgt_vocab_size)
+    train = CaptionSplit(ds, cfg, tok, model, tmp_path, "train")
+    valid = CaptionSplit(ds, cfg, tok, model, tmp_path, "validation")
+    assert not train.length_buckets and train.augment == 0.1 and valid.augment == 0.0
+    rows = np.arange(8)
+    torch.manual_seed(0)
+    jittered, clean = train.batch(rows).src, valid.batch(rows).src
+    assert jittered.shape == clean.shape and 0 <= jittered.min() and jittered.max() <= 1
+    assert not torch.equal(jittered, clean) and (jittered - clean).abs().mean() < 0.1
+    assert torch.equal(valid.batch(rows).src, clean)
 
 
 # -- a tiny shapes run through the CLI ---------------------------------------------------------

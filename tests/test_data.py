@@ -94,3 +94,17 @@ def test_token_batches_respect_the_budget_and_cover_every_row():
     assert all((a == b).all() for a, b in zip(batches, again))  # same seed, same order
     padding = sum(len(b) * tgt[b].max() - tgt[b].sum() for b in batches) / tgt.sum()
     assert padding < 0.1  # length bucketing keeps padding low
+
+
+def test_unbucketed_batches_sample_every_length():
+    """For BatchNorm image encoders: each batch mixes lengths like the data does."""
+    tgt = np.repeat([4, 9, 14], 300)  # e.g. shapes captions of one, two and three objects
+    src, rows = np.zeros_like(tgt), np.arange(len(tgt))
+    batches = token_batches(src, tgt, rows, batch_tokens=600, rng=np.random.default_rng(0),
+                            by_length=False)
+    assert sorted(np.concatenate(batches).tolist()) == rows.tolist()
+    assert all(len(b) * (tgt[b].max() + 1) <= 600 for b in batches)
+    mixed = [len(np.unique(tgt[b])) == 3 for b in batches if len(b) >= 20]
+    assert mixed and all(mixed)
+    bucketed = token_batches(src, tgt, rows, batch_tokens=600, rng=np.random.default_rng(0))
+    assert sum(len(np.unique(tgt[b])) > 1 for b in bucketed) <= 2  # only at the two boundaries

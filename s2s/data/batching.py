@@ -64,17 +64,19 @@ def collate(src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]] | None,
 
 def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, rows: np.ndarray,
                   batch_tokens: int, rng: np.random.Generator | None = None,
-                  max_sentences: int = 0) -> list[np.ndarray]:
+                  max_sentences: int = 0, by_length: bool = True) -> list[np.ndarray]:
     """Cut `rows` into batches of at most `batch_tokens` padded tokens each.
 
     Rows are sorted by (target, source) length, ties broken at random when `rng` is given; the
     batch order is then shuffled by `rng`. Without `rng` the order is deterministic (for decoding).
+    `by_length=False` (with `rng`) keeps the rows shuffled instead, so every batch is a random
+    sample of the data, as BatchNorm in a trainable image encoder needs.
     """
     if len(rows) == 0:
         return []
-    if rng is not None:
-        rows = rng.permutation(rows)
-    order = rows[np.lexsort((src_lens[rows], tgt_lens[rows]), axis=0)]
+    order = rows if rng is None else rng.permutation(rows)
+    if by_length or rng is None:
+        order = order[np.lexsort((src_lens[order], tgt_lens[order]), axis=0)]
     cost = np.maximum(src_lens[order], tgt_lens[order] + 1)  # +1: BOS / EOS
     batches, start, widest = [], 0, 0
     for i, c in enumerate(cost.tolist()):
@@ -93,6 +95,8 @@ def token_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, rows: np.ndarray,
 
 class TokenizedSplit:
     """A split's text pairs with their token ids, cached on disk by `datasets` (memory-mapped)."""
+
+    length_buckets = True  # training batches hold sentences of similar length (little padding)
 
     def __init__(self, pairs: datasets.Dataset, tokenizer: Tokenizer, cache_dir: Path, name: str):
         import datasets  # here, not at the top: translating and inspecting never need it (~1 s)

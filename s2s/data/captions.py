@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from s2s.data.batching import Batch, pad
-from s2s.data.images import to_tensor
+from s2s.data.images import jitter, to_tensor
 from s2s.data.tokenizer import BOS, EOS, Tokenizer
 from s2s.errors import UserError
 from s2s.recipe import DataConfig
@@ -62,6 +62,11 @@ class CaptionSplit:
         self.tgt_lens = np.array([len(c) for c in self.captions], dtype=np.int64)
         self.src_lens = np.zeros_like(self.tgt_lens)  # an image costs no source tokens
         self.features = None
+        # A trainable encoder's BatchNorm needs batches that sample the data; bucketing by
+        # caption length would group, on shapes, images with the same number of objects.
+        trainable = model.input_kind == "images"
+        self.length_buckets = not trainable
+        self.augment = model.cfg.encoder.augment if trainable and name == "train" else 0.0
         if model.input_kind == "features":
             self.features = self._cached_features(cache_dir, name, ds._fingerprint)
 
@@ -80,6 +85,8 @@ class CaptionSplit:
 
     def batch(self, rows: np.ndarray) -> Batch:
         src = self.images(self.image_of_row[rows])
+        if self.augment:
+            src = jitter(src, self.augment)
         mask = torch.ones(len(rows), 1, dtype=torch.bool)  # one source unit: the image
         caps = [self.captions[i] for i in rows]
         return Batch(src, mask, pad(caps, prefix=BOS), pad(caps, suffix=EOS), rows)

@@ -47,6 +47,15 @@ def to_tensor(image, size: int) -> Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0  # (3, H, W)
 
 
+def jitter(images: Tensor, strength: float) -> Tensor:
+    """Random brightness and contrast per image, each within +-strength: light augmentation that
+    never changes a colour's name or an object's place (no flips: captions say "left of")."""
+    b = images.size(0)
+    brightness, contrast = (1 + strength * (2 * torch.rand(2, b, 1, 1, 1) - 1)).unbind(0)
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    return ((images - mean) * contrast + mean * brightness).clamp(0, 1)
+
+
 def load_images(paths: list[str], size: int) -> Tensor:
     """(B, 3, size, size) from image files."""
     return torch.stack([to_tensor(open_image(p), size) for p in paths])

@@ -96,8 +96,8 @@ def _processor(path: Path) -> spm.SentencePieceProcessor:
 
 
 def _train(cfg: TokenizerConfig, texts: Iterable[str], prefix: Path) -> None:
-    if cfg.type not in ("unigram", "bpe", "char"):
-        raise UserError(f"tokenizer.type must be unigram, bpe or char, not {cfg.type!r}")
+    if cfg.type not in ("unigram", "bpe", "char", "word"):
+        raise UserError(f"tokenizer.type must be unigram, bpe, char or word, not {cfg.type!r}")
     spm.SentencePieceTrainer.train(
         sentence_iterator=(t for t in texts if t), model_prefix=str(prefix),
         model_type=cfg.type, vocab_size=cfg.vocab_size, hard_vocab_limit=False,

@@ -47,6 +47,7 @@ class ImageEncoderConfig:
     stage: int = -1  # efficientnet: feature stage (-1 = the 1280-channel head; 6 = 320 channels)
     pretrained: bool = True  # efficientnet: ImageNet weights
     freeze: bool = True  # efficientnet: fixed weights, features computed once and cached
+    augment: float = 0.1  # trainable encoders: random brightness/contrast of training images
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,13 @@ class CaptionerConfig:
 
 
 class ConvStage(nn.Module):
-    """Two 3x3 conv-BN-ReLU, an optional channel/spatial attention module, then 2x2 pooling."""
+    """Two 3x3 conv-BN-ReLU, an optional channel/spatial attention module, then 2x2 pooling.
+
+    BatchNorm, not a per-image norm: GroupNorm / InstanceNorm rescale every image's channels to
+    unit variance, so a "red" channel on an image with nothing red shows its noise as loudly as a
+    red object (on shapes it learned ~10x slower). BatchNorm needs batches that look like the
+    data, which is why captioning splits with a trainable encoder are not length-bucketed.
+    """
 
     def __init__(self, cin: int, cout: int, attention: str):
         super().__init__()
