@@ -19,7 +19,7 @@ from s2s.data.captions import CaptionSplit
 from s2s.data.corpus import load_split
 from s2s.data.images import load_images
 from s2s.data.tokenizer import BOS
-from s2s.evaluate import score
+from s2s.evaluate import reference_streams, score
 from s2s.run import Run, autocast
 from s2s.search import decode, max_lengths
 from s2s.translate import DecodeOptions, Translation
@@ -90,7 +90,7 @@ def evaluate_captions(run: Run, split: str, opts: DecodeOptions) -> tuple[dict, 
 
 def bleu_orders(hypotheses: list[str], references: list[list[str]]) -> dict:
     """BLEU-1 .. BLEU-4, as captioning papers report them (all references of each image)."""
-    streams = [[r[k] if k < len(r) else "" for r in references] for k in range(max(map(len, references)))]
+    streams = reference_streams(references)
     return {f"bleu{n}": sacrebleu.metrics.BLEU(max_ngram_order=n).corpus_score(hypotheses, streams).score
             for n in range(1, 5)}
 

@@ -36,7 +36,7 @@ def score(hypotheses: list[str], references: list[str] | list[list[str]]) -> Sco
     if len(hypotheses) != len(references):
         raise UserError(f"{len(hypotheses)} hypotheses but {len(references)} references")
     refs = [[r] if isinstance(r, str) else list(r) for r in references]
-    streams = [[r[k] if k < len(r) else "" for r in refs] for k in range(max(map(len, refs)))]
+    streams = reference_streams(refs)
     bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
     exact = sum(h.strip() in [x.strip() for x in r] for h, r in zip(hypotheses, refs))
     return Scores(bleu=bleu.corpus_score(hypotheses, streams).score,
@@ -44,6 +44,11 @@ def score(hypotheses: list[str], references: list[str] | list[list[str]]) -> Sco
                   exact=100.0 * exact / max(len(hypotheses), 1), sentences=len(hypotheses),
                   bleu_signature=str(bleu.get_signature()),
                   chrf_signature=str(chrf.get_signature()))
+
+
+def reference_streams(references: list[list[str]]) -> list[list[str]]:
+    """sacreBLEU's layout: stream k holds every sentence's k-th reference ("" where it has fewer)."""
+    return [[r[k] if k < len(r) else "" for r in references] for k in range(max(map(len, references)))]
 
 
 def read_lines(path: Path) -> list[str]:
