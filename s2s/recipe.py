@@ -56,7 +56,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    type: str = "unigram"  # SentencePiece model type: unigram | bpe | char | word (closed vocabularies)
+    type: str = "unigram"  # SentencePiece model: unigram | bpe | char | word
     vocab_size: int = 8000
     joint: bool = True  # one vocabulary for source and target (needed to share embeddings)
     character_coverage: float = 1.0
