@@ -65,8 +65,9 @@ class ConvStage(nn.Module):
 
     BatchNorm, not a per-image norm: GroupNorm / InstanceNorm rescale every image's channels to
     unit variance, so a "red" channel on an image with nothing red shows its noise as loudly as a
-    red object (on shapes it learned ~10x slower). BatchNorm needs batches that look like the
-    data, which is why captioning splits with a trainable encoder are not length-bucketed.
+    red object (fitting 64 shapes images: loss 0.70 after 100 steps, 0.025 with BatchNorm).
+    BatchNorm needs batches that look like the data, which is why captioning splits with a
+    trainable encoder are not length-bucketed.
     """
 
     def __init__(self, cin: int, cout: int, attention: str):
