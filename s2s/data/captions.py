@@ -61,14 +61,13 @@ class CaptionSplit:
         self.captions = tokenizer.encode_tgt([c for caps in self.references for c in caps])
         self.tgt_lens = np.array([len(c) for c in self.captions], dtype=np.int64)
         self.src_lens = np.zeros_like(self.tgt_lens)  # an image costs no source tokens
-        self.features = None
+        trainable = model.input_kind == "images"  # else a frozen backbone's cached features
+        self.features = (None if trainable
+                         else self._cached_features(cache_dir, name, ds._fingerprint))
         # A trainable encoder's BatchNorm needs batches that sample the data; bucketing by
         # caption length would group, on shapes, images with the same number of objects.
-        trainable = model.input_kind == "images"
         self.length_buckets = not trainable
         self.augment = model.cfg.encoder.augment if trainable and name == "train" else 0.0
-        if model.input_kind == "features":
-            self.features = self._cached_features(cache_dir, name, ds._fingerprint)
 
     def __len__(self) -> int:
         return len(self.captions)
