@@ -22,6 +22,7 @@ from s2s.recipe import load_recipe  # noqa: E402
 from s2s.run import Run  # noqa: E402
 from s2s.train import train  # noqa: E402
 from s2s.translate import DecodeOptions  # noqa: E402
+from train_and_score import training_summary  # noqa: E402  (bench/ is the script's directory)
 
 VARIANTS = {
     "plain": [],
@@ -47,14 +48,13 @@ def main() -> None:
         train(recipe, run_dir, overwrite=True, log=lambda *a: None)
         run = Run.open(run_dir)
         report, _ = evaluate_captions(run, "test", DecodeOptions.from_run(run))
-        records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        steps = [r for r in records if r["kind"] == "train"]
+        summary = training_summary(run_dir)
         print(json.dumps({
             "variant": name, "overrides": VARIANTS[name],
             "parameters": sum(p.numel() for p in run.model.parameters()),
-            "steps": max(r["step"] for r in records),
-            "target_tokens_per_s": round(sum(r["tokens_per_s"] for r in steps) / max(len(steps), 1)),
-            "validation_exact": [round(r["exact"], 1) for r in records if r["kind"] == "valid"],
+            "steps": summary["steps"],
+            "target_tokens_per_s": summary["train_target_tokens_per_s"],
+            "validation_exact": [round(r["exact"], 1) for r in summary["validation"]],
             "test_exact": round(report["exact"], 2),
             "test_localisation": round(report["localisation"], 2),
             "test_bleu4": round(report["bleu4"], 2)}), flush=True)
