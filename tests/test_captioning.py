@@ -1,6 +1,9 @@
 """Captioning: the image encoders and both decoders honour the protocol, and the CLI works on a
 tiny shapes run (caption, evaluate, inspect overlays, bad images)."""
 
+import json
+import os
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -126,6 +129,36 @@ def test_trainable_encoders_get_unbucketed_augmented_batches(tmp_path):
     assert jittered.shape == clean.shape and 0 <= jittered.min() and jittered.max() <= 1
     assert not torch.equal(jittered, clean) and (jittered - clean).abs().mean() < 0.1
     assert torch.equal(valid.batch(rows).src, clean)
+
+
+def image_folder(root, colours):
+    """An `imagefolder` train split: one plain-colour PNG and one caption per colour."""
+    from PIL import Image
+
+    (root / "train").mkdir(parents=True)
+    with open(root / "train" / "metadata.jsonl", "w") as f:
+        for i, colour in enumerate(colours):
+            Image.new("RGB", (8, 8), colour).save(root / "train" / f"{i}.png")
+            f.write(json.dumps({"file_name": f"{i}.png", "captions": [f"a {colour} square"]}) + "\n")
+    return root
+
+
+def test_feature_cache_key_follows_image_content_not_file_times(tmp_path):
+    """A re-copied dataset folder (new modification times) must find its cached features."""
+    from s2s.data.captions import image_fingerprint
+    from s2s.data.corpus import load_split
+    from s2s.recipe import DataConfig
+
+    def fingerprint(root):
+        return image_fingerprint(load_split(DataConfig(path=str(root), src="image", tgt="captions"),
+                                            "train"), "image")
+
+    original = image_folder(tmp_path / "a", ["red", "blue"])
+    copy = shutil.copytree(original, tmp_path / "b")
+    for file in (copy / "train").iterdir():
+        os.utime(file, (1e9, 1e9))
+    changed = image_folder(tmp_path / "c", ["red", "green"])
+    assert fingerprint(original) == fingerprint(copy) != fingerprint(changed)
 
 
 # -- a tiny shapes run through the CLI ---------------------------------------------------------

@@ -51,6 +51,24 @@ def caption_lists(ds: datasets.Dataset, cfg: DataConfig) -> list[list[str]]:
     return lists
 
 
+def image_fingerprint(ds: datasets.Dataset, column: str) -> str:
+    """A hash of the images' encoded bytes, for cache keys.
+
+    Not the dataset's own fingerprint: for a local folder that follows the files' modification
+    times, so a re-copied folder would recompute every cached feature (minutes on a CPU).
+    """
+    digest = hashlib.sha1()
+    raw = ds.select_columns([column])
+    if isinstance(raw.features[column], datasets.Image):
+        raw = raw.cast_column(column, datasets.Image(decode=False))
+    for start in range(0, len(raw), 1000):
+        for item in raw[start:start + 1000][column]:
+            if isinstance(item, dict):
+                item = item["bytes"] or Path(item["path"]).read_bytes()
+            digest.update(item if isinstance(item, bytes) else repr(item).encode())
+    return digest.hexdigest()
+
+
 class CaptionSplit:
     def __init__(self, ds: datasets.Dataset, cfg: DataConfig, tokenizer: Tokenizer, model,
                  cache_dir: Path, name: str):
@@ -63,7 +81,7 @@ class CaptionSplit:
         self.src_lens = np.zeros_like(self.tgt_lens)  # an image costs no source tokens
         trainable = model.input_kind == "images"  # else a frozen backbone's cached features
         self.features = (None if trainable
-                         else self._cached_features(cache_dir, name, ds._fingerprint))
+                         else self._cached_features(cache_dir, name, image_fingerprint(ds, cfg.src)))
         # A trainable encoder's BatchNorm needs batches that sample the data; bucketing by
         # caption length would group, on shapes, images with the same number of objects.
         self.length_buckets = not trainable
@@ -78,7 +96,7 @@ class CaptionSplit:
     def images(self, image_indices) -> torch.Tensor:
         """(B, 3, size, size) in [0, 1], or (B, C, h, w) cached features."""
         if self.features is not None:
-            return torch.from_numpy(np.stack([self.features[i] for i in image_indices])).float()
+            return torch.from_numpy(self.features[np.asarray(image_indices)]).float()
         rows = self.ds.select_columns([self.image_column])[list(map(int, image_indices))]
         return torch.stack([to_tensor(image, self.size) for image in rows[self.image_column]])
 
