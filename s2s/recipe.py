@@ -75,6 +75,7 @@ class TrainConfig:
     plateau_factor: float = 0.5  # plateau: multiply the lr by this ...
     plateau_patience: int = 1  # ... after this many validations without improvement
     min_lr: float = 0.0
+    cooldown_steps: int = 0  # the last N steps before max_steps take the lr linearly to min_lr
     clip_norm: float = 1.0  # 0 = no clipping
     label_smoothing: float = 0.1
     precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 where the hardware is fast at it)

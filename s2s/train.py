@@ -46,11 +46,20 @@ def say(message: str) -> None:
 
 
 def learning_rate(cfg: TrainConfig, step: int, scale: float) -> float:
-    """lr at optimiser step `step` (1-based): linear warm-up, then the schedule's shape."""
+    """lr at optimiser step `step` (1-based): linear warm-up, the schedule's shape, cool-down.
+
+    The cool-down takes the lr linearly to min_lr over the last `cooldown_steps` before
+    `max_steps`: a short run then ends in a minimum instead of wherever the last step landed.
+    """
     warm = min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     if cfg.schedule == "inverse_sqrt" and cfg.warmup_steps and step > cfg.warmup_steps:
-        return max(cfg.lr * math.sqrt(cfg.warmup_steps / step), cfg.min_lr)
-    return max(cfg.lr * warm * scale, cfg.min_lr if step > cfg.warmup_steps else 0.0)
+        lr = max(cfg.lr * math.sqrt(cfg.warmup_steps / step), cfg.min_lr)
+    else:
+        lr = max(cfg.lr * warm * scale, cfg.min_lr if step > cfg.warmup_steps else 0.0)
+    left = cfg.max_steps - step
+    if cfg.cooldown_steps and left < cfg.cooldown_steps:
+        lr = cfg.min_lr + (lr - cfg.min_lr) * max(left + 1, 0) / cfg.cooldown_steps
+    return lr
 
 
 class TokenLoss(nn.Module):
@@ -107,6 +116,9 @@ class Trainer:
         if self.cfg.schedule not in ("constant", "inverse_sqrt", "plateau"):
             raise UserError("train.schedule must be constant, inverse_sqrt or plateau, "
                             f"not {self.cfg.schedule!r}")
+        if self.cfg.cooldown_steps and self.cfg.cooldown_steps > self.cfg.max_steps:
+            raise UserError(f"train.cooldown_steps ({self.cfg.cooldown_steps}) needs train.max_steps "
+                            f"at least as large (it is {self.cfg.max_steps})")
         torch.manual_seed(self.cfg.seed)
         self.tokenizer = self._tokenizer()
         self.model = build_model(recipe.model, self.tokenizer.src_vocab_size,

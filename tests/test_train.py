@@ -113,3 +113,24 @@ def test_an_existing_run_is_never_overwritten_by_accident(straight_run):
     run_dir, recipe_path = straight_run
     with pytest.raises(UserError, match="--resume"):
         train(load_recipe(str(recipe_path), STEPS), run_dir, **QUIET)
+
+
+def test_cooldown_takes_the_lr_linearly_down_to_min_lr_by_the_last_step():
+    from s2s.recipe import TrainConfig
+    from s2s.train import learning_rate
+
+    cfg = TrainConfig(lr=1e-3, schedule="constant", max_steps=10, cooldown_steps=4, min_lr=1e-5)
+    lrs = [learning_rate(cfg, step, 1.0) for step in range(1, 11)]
+    assert lrs[:6] == [1e-3] * 6
+    assert lrs[6:] == pytest.approx([1e-5 + (1e-3 - 1e-5) * k / 4 for k in (4, 3, 2, 1)])
+    halved = learning_rate(cfg, 9, 0.5)  # a plateau halving carries into the cool-down
+    assert halved == pytest.approx(1e-5 + (0.5e-3 - 1e-5) * 2 / 4)
+
+
+def test_a_cooldown_longer_than_the_run_is_a_clear_error(tmp_path):
+    from conftest import TINY, write_recipe
+
+    recipe = load_recipe(str(write_recipe(tmp_path / "tiny.yaml", TINY)),
+                         ["train.max_steps=5", "train.cooldown_steps=10"])
+    with pytest.raises(UserError, match="cooldown_steps"):
+        Trainer(recipe, tmp_path / "run", **QUIET)
