@@ -389,11 +389,17 @@ class _StopOnSignal:
 
 
 def prepare_run(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool) -> Recipe:
-    """Create (or check) the run directory; on resume the saved recipe wins except for overrides."""
+    """Create (or check) the run directory and save the recipe the run goes on with.
+
+    On resume that is the saved recipe plus this call's overrides: a later resume, `evaluate`
+    or `translate` sees the limits and settings the run really had.
+    """
     ckpts = run_dir / CHECKPOINT_DIR
     if resume:
         if not (ckpts / "last").exists():
             raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last)")
+        if dist.is_main():
+            save_recipe(recipe, run_dir / RECIPE_FILE)
         return recipe
     if ckpts.exists() and any(ckpts.iterdir()):
         if not overwrite:

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from s2s.checkpoint import WEIGHTS
 from s2s.errors import UserError
 from s2s.recipe import load_recipe
+from s2s.run import load_run_recipe
 from s2s.train import Trainer, train
 
 QUIET = dict(device="cpu", log=lambda *a: None)
@@ -61,6 +62,7 @@ def test_resume_continues_exactly(straight_run, tmp_path):
     assert max(train_losses(tmp_path / "run")) == 6
     train(load_recipe(str(recipe_path), STEPS), tmp_path / "run", resume=True, **QUIET)
     assert_same_run(run_dir, tmp_path / "run")
+    assert load_run_recipe(tmp_path / "run").train.max_steps == 12  # the limit it went on with
 
 
 def test_ctrl_c_saves_and_resume_continues_exactly(straight_run, tmp_path, monkeypatch):
