@@ -96,6 +96,17 @@ def from_main(value):
     return box[0]
 
 
+def average_gradients(module: nn.Module) -> None:
+    """Average gradients over ranks after a backward pass that did not go through DDP's forward
+    (self-critical training samples from the bare model)."""
+    if not active():
+        return
+    for param in module.parameters():
+        if param.grad is not None:
+            td.all_reduce(param.grad)
+            param.grad /= world_size()
+
+
 def parameters_identical(module: nn.Module) -> bool:
     """Whether every rank holds the same parameters (a cheap checksum, compared across ranks)."""
     if not active():

@@ -87,6 +87,11 @@ class TrainConfig:
     patience: int = 0  # stop after this many validations without improvement; 0 = never
     log_every: int = 50
     keep_checkpoints: int = 5  # step checkpoints kept (for `s2s average`), besides `best`
+    # captioning: from this step on, self-critical training (CIDEr-D reward, s2s.self_critical)
+    self_critical_from: int = 0  # 0 = cross-entropy throughout
+    self_critical_samples: int = 5  # captions sampled per image (each one's baseline: the others)
+    self_critical_images: int = 32  # images per batch
+    self_critical_lr: float = 5e-5  # constant lr of the self-critical steps
     seed: int = 1
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
 

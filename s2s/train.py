@@ -36,6 +36,7 @@ from s2s.recipe import Recipe, TrainConfig, recipe_to_dict, save_recipe
 from s2s.run import (CHECKPOINT_DIR, METRICS_FILE, RECIPE_FILE, TOKENIZER_DIR, autocast,
                      load_run_recipe, pick_device, resolve_precision)
 from s2s.search import decode, max_lengths
+from s2s.self_critical import SelfCritical
 
 HIGHER_IS_BETTER = {"bleu": True, "exact": True, "loss": False}
 
@@ -51,6 +52,8 @@ def learning_rate(cfg: TrainConfig, step: int, scale: float) -> float:
     The cool-down takes the lr linearly to min_lr over the last `cooldown_steps` before
     `max_steps`: a short run then ends in a minimum instead of wherever the last step landed.
     """
+    if cfg.self_critical_from and step > cfg.self_critical_from:
+        return cfg.self_critical_lr
     warm = min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     if cfg.schedule == "inverse_sqrt" and cfg.warmup_steps and step > cfg.warmup_steps:
         lr = max(cfg.lr * math.sqrt(cfg.warmup_steps / step), cfg.min_lr)
@@ -119,6 +122,11 @@ class Trainer:
         if self.cfg.cooldown_steps and self.cfg.cooldown_steps > self.cfg.max_steps:
             raise UserError(f"train.cooldown_steps ({self.cfg.cooldown_steps}) needs train.max_steps "
                             f"at least as large (it is {self.cfg.max_steps})")
+        if self.cfg.self_critical_from and recipe.task != "captioning":
+            raise UserError("train.self_critical_from applies to captioning recipes only")
+        if self.cfg.self_critical_from and self.cfg.self_critical_samples < 2:
+            raise UserError("train.self_critical_samples must be at least 2 (each sample's "
+                            "baseline is the mean reward of the image's other samples)")
         torch.manual_seed(self.cfg.seed)
         self.tokenizer = self._tokenizer()
         self.model = build_model(recipe.model, self.tokenizer.src_vocab_size,
@@ -132,6 +140,9 @@ class Trainer:
         if resume:
             self._restore()
         self.loss = dist.wrap(TokenLoss(self.model, self.cfg.label_smoothing), self.device)
+        self.self_critical = (SelfCritical(self.model, self.tokenizer, self.train_data.references,
+                                           self.cfg.self_critical_samples, recipe.decode.max_len_b)
+                              if self.cfg.self_critical_from else None)
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -192,10 +203,20 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------
 
+    def self_critical_phase(self) -> bool:
+        """Whether the next step is a self-critical one."""
+        return bool(self.cfg.self_critical_from) and self.progress.step >= self.cfg.self_critical_from
+
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        """The epoch's batches in order: a function of (seed, epoch) only; sharded across ranks."""
+        """The epoch's batches in order: a function of (seed, epoch) only; sharded across ranks.
+
+        Rows of the split, or, once self-critical training has begun, image indices."""
         rng = np.random.default_rng([self.cfg.seed, epoch])
         data = self.train_data
+        if self.self_critical_phase():
+            images = rng.permutation(np.unique(data.image_of_row[self.train_rows]))
+            n = self.cfg.self_critical_images
+            return dist.shard([images[i:i + n] for i in range(0, len(images), n)])
         batches = token_batches(data.src_lens, data.tgt_lens, self.train_rows,
                                 self.cfg.batch_tokens, rng, by_length=data.length_buckets)
         return dist.shard(batches)
@@ -228,9 +249,14 @@ class Trainer:
                         speed = (p.target_tokens - tokens_at_log) / max(p.elapsed - time_at_log, 1e-9)
                         tokens_at_log, time_at_log = p.target_tokens, p.elapsed
                         self._log_train(bar, loss, speed)
+                    switching = p.step == self.cfg.self_critical_from
+                    if switching:  # self-critical epochs go over images: a new epoch begins
+                        p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                     if self.cfg.eval_every and p.step % self.cfg.eval_every == 0:
                         self.validate_and_save()
                     stop.check()
+                    if switching:
+                        break
                 if p.batch_in_epoch >= len(batches):
                     p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                     if not self.cfg.eval_every:
@@ -251,11 +277,26 @@ class Trainer:
                  f"best {self.cfg.eval_metric} {p.best}; checkpoints in {self.run_dir / CHECKPOINT_DIR}")
 
     def train_step(self, group: list[np.ndarray]) -> float:
-        self.model.train()
+        """One optimiser step; returns the loss per token (or, self-critical, the mean reward)."""
         p = self.progress
+        self_critical = self.self_critical_phase()
+        # self-critical samples come from the model as it decodes, without dropout
+        self.model.train(not self_critical)
         p.step += 1
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = learning_rate(self.cfg, p.step, p.lr_scale)
+        if self_critical:
+            value, tokens = self._self_critical_gradients(group)
+        else:
+            value, tokens = self._cross_entropy_gradients(group)
+        if self.cfg.clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        p.target_tokens += tokens
+        return value
+
+    def _cross_entropy_gradients(self, group: list[np.ndarray]) -> tuple[float, int]:
         batches = [self.train_data.batch(rows).to(self.device) for rows in group]
         tokens = dist.all_sum(sum(b.target_tokens for b in batches))
         total = 0.0
@@ -266,12 +307,20 @@ class Trainer:
                 # the gradient of the mean over every token of every rank (DDP averages ranks)
                 (loss * dist.world_size() / tokens).backward()
             total += loss.item()
-        if self.cfg.clip_norm:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        p.target_tokens += tokens
-        return dist.all_sum(total) / tokens
+        return dist.all_sum(total) / tokens, tokens
+
+    def _self_critical_gradients(self, group: list[np.ndarray]) -> tuple[float, int]:
+        samples = dist.all_sum(sum(len(images) for images in group) * self.cfg.self_critical_samples)
+        rewards, tokens = [], 0
+        for images in group:
+            src = self.train_data.images(images).to(self.device)
+            with autocast(self.device, self.precision):
+                loss, batch_rewards, batch_tokens = self.self_critical.loss(src, images)
+            (loss * dist.world_size() / samples).backward()  # the mean over every rank's samples
+            rewards += batch_rewards
+            tokens += batch_tokens
+        dist.average_gradients(self.model)  # the samples did not go through DDP's forward
+        return dist.all_sum(sum(rewards)) / samples, dist.all_sum(tokens)
 
     # -- validation and checkpoints --------------------------------------------------------------
 
@@ -351,15 +400,16 @@ class Trainer:
     def _log_train(self, bar, loss: float, speed: float) -> None:
         p, c = self.progress, self.cfg
         lr = self.optimizer.param_groups[0]["lr"]
+        name = "reward" if c.self_critical_from and p.step > c.self_critical_from else "loss"
         eta = ""
         if c.max_minutes:
             eta = f" | {max(60 * c.max_minutes - p.elapsed, 0) / 60:.1f} min left"
         if bar.disable:
-            self.log(f"step {p.step} | epoch {p.epoch} | loss {loss:.3f} | lr {lr:.2e} | "
+            self.log(f"step {p.step} | epoch {p.epoch} | {name} {loss:.3f} | lr {lr:.2e} | "
                      f"{speed:,.0f} tok/s | {p.elapsed / 60:.1f} min{eta}")
         else:
-            bar.set_postfix_str(f"epoch {p.epoch} loss {loss:.3f} lr {lr:.1e} {speed:,.0f} tok/s{eta}")
-        self._metrics({"kind": "train", "step": p.step, "epoch": p.epoch, "loss": loss, "lr": lr,
+            bar.set_postfix_str(f"epoch {p.epoch} {name} {loss:.3f} lr {lr:.1e} {speed:,.0f} tok/s{eta}")
+        self._metrics({"kind": "train", "step": p.step, "epoch": p.epoch, name: loss, "lr": lr,
                        "tokens_per_s": round(speed, 1), "elapsed": round(p.elapsed, 1)})
 
     def _metrics(self, record: dict) -> None:
