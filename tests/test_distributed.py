@@ -54,3 +54,21 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     b = load_file(str(tmp_path / "one" / "checkpoints" / "last" / "model.safetensors"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_self_critical_training_keeps_ranks_identical(tmp_path):
+    """Self-critical steps sample from the bare model (not DDP's forward): their gradients are
+    averaged by hand, and the trainer checks the ranks' parameters at every validation."""
+    from test_captioning import TINY_SHAPES
+
+    recipe = write_recipe(tmp_path / "tiny-shapes.yaml", TINY_SHAPES)
+    sets = ["train.max_steps=4", "train.eval_every=4", "train.log_every=1", "train.self_critical_from=2",
+            "train.self_critical_images=4", "train.self_critical_samples=2"]
+    ddp = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", "29518", "-m", "s2s", "train", str(recipe), "--run-dir",
+               str(tmp_path / "ddp"), "--device", "cpu", *[a for s in sets for a in ("--set", s)]],
+              {**os.environ, "OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "parameters identical on 2 ranks" in ddp.stdout and "valid step 4" in ddp.stdout
+    lines = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert ["reward" in r for r in lines if r["kind"] == "train"] == [False, False, True, True]
