@@ -51,6 +51,7 @@ def learning_rate(cfg: TrainConfig, step: int, scale: float) -> float:
 
     The cool-down takes the lr linearly to min_lr over the last `cooldown_steps` before
     `max_steps`: a short run then ends in a minimum instead of wherever the last step landed.
+    Self-critical steps use their own constant lr.
     """
     if cfg.self_critical_from and step > cfg.self_critical_from:
         return cfg.self_critical_lr
