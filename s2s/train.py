@@ -46,6 +46,11 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
+def self_critical_at(cfg: TrainConfig, step: int) -> bool:
+    """Whether optimiser step `step` (1-based) is a self-critical one."""
+    return bool(cfg.self_critical_from) and step > cfg.self_critical_from
+
+
 def learning_rate(cfg: TrainConfig, step: int, scale: float) -> float:
     """lr at optimiser step `step` (1-based): linear warm-up, the schedule's shape, cool-down.
 
@@ -53,7 +58,7 @@ def learning_rate(cfg: TrainConfig, step: int, scale: float) -> float:
     `max_steps`: a short run then ends in a minimum instead of wherever the last step landed.
     Self-critical steps use their own constant lr.
     """
-    if cfg.self_critical_from and step > cfg.self_critical_from:
+    if self_critical_at(cfg, step):
         return cfg.self_critical_lr
     warm = min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     if cfg.schedule == "inverse_sqrt" and cfg.warmup_steps and step > cfg.warmup_steps:
@@ -204,17 +209,13 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------
 
-    def self_critical_phase(self) -> bool:
-        """Whether the next step is a self-critical one."""
-        return bool(self.cfg.self_critical_from) and self.progress.step >= self.cfg.self_critical_from
-
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """The epoch's batches in order: a function of (seed, epoch) only; sharded across ranks.
 
         Rows of the split, or, once self-critical training has begun, image indices."""
         rng = np.random.default_rng([self.cfg.seed, epoch])
         data = self.train_data
-        if self.self_critical_phase():
+        if self_critical_at(self.cfg, self.progress.step + 1):
             images = rng.permutation(np.unique(data.image_of_row[self.train_rows]))
             n = self.cfg.self_critical_images
             return dist.shard([images[i:i + n] for i in range(0, len(images), n)])
@@ -280,7 +281,7 @@ class Trainer:
     def train_step(self, group: list[np.ndarray]) -> float:
         """One optimiser step; returns the loss per token (or, self-critical, the mean reward)."""
         p = self.progress
-        self_critical = self.self_critical_phase()
+        self_critical = self_critical_at(self.cfg, p.step + 1)
         # self-critical samples come from the model as it decodes, without dropout
         self.model.train(not self_critical)
         p.step += 1
@@ -401,7 +402,7 @@ class Trainer:
     def _log_train(self, bar, loss: float, speed: float) -> None:
         p, c = self.progress, self.cfg
         lr = self.optimizer.param_groups[0]["lr"]
-        name = "reward" if c.self_critical_from and p.step > c.self_critical_from else "loss"
+        name = "reward" if self_critical_at(c, p.step) else "loss"
         eta = ""
         if c.max_minutes:
             eta = f" | {max(60 * c.max_minutes - p.elapsed, 0) / 60:.1f} min left"
