@@ -210,6 +210,18 @@ def parse_choice(value: str | None, default: int | str) -> int | str:
         return value
 
 
+def record_extra(run: Run, item: Aligned, words: bool) -> dict:
+    """The metadata saved beside the matrices (`s2s inspect -o x.json`, the API, the service)."""
+    return {"run": str(run.dir), "model": describe(run), "source": item.source,
+            "target": item.target, "words": words}
+
+
+def sentence_record(run: Run, item: Aligned, words: bool) -> dict:
+    """The JSON-able record `s2s inspect -o x.json` writes for one aligned sentence pair."""
+    src, tgt, weights = item.words() if words else (item.src_pieces, item.tgt_pieces, item.weights)
+    return alignment.attention_record(src, tgt, weights, record_extra(run, item, words))
+
+
 def inspect_sentence(run: Run, item: Aligned, layer: int | str, head: int | str, words: bool,
                      output=None, color: bool = True) -> str:
     """The text `s2s inspect` prints (grid and statistics); writes `output` if given."""
@@ -219,9 +231,7 @@ def inspect_sentence(run: Run, item: Aligned, layer: int | str, head: int | str,
     if output is not None:
         suffix = output.suffix.lower()
         if suffix in MATRICES:
-            alignment.save_matrices(output, src, tgt, weights, {
-                "run": str(run.dir), "model": describe(run), "source": item.source,
-                "target": item.target, "words": words})
+            alignment.save_matrices(output, src, tgt, weights, record_extra(run, item, words))
         elif suffix in PLOTS:
             grid = _as_grid(chosen, layer, head)
             if grid is None:

@@ -38,7 +38,8 @@ from s2s.errors import UserError
 
 __all__ = ["merge_pieces", "word_text", "to_words", "select", "pharaoh", "parse_alignment_line",
            "read_alignments", "alignment_error_rate", "attention_stats", "render_terminal",
-           "plot_heatmap", "plot_grid", "save_matrices", "load_matrices", "span_accuracy"]
+           "plot_heatmap", "plot_grid", "attention_record", "save_matrices", "load_matrices",
+           "span_accuracy"]
 
 WORD_START = "▁"
 _SPECIAL = re.compile(r"^<[^<>\s]+>$")  # </s>, <unk>, <pad>, <s>, <2de> ...
@@ -403,6 +404,17 @@ def plot_grid(weights, src_tokens: list[str], tgt_tokens: list[str], path, title
     return fig
 
 
+def attention_record(src_tokens: list[str], tgt_tokens: list[str], weights, extra: dict) -> dict:
+    """The JSON-able record of (L, H, T, S) weights with their tokens and metadata: what
+    `s2s inspect -o x.json` writes and what the Python API and the HTTP service return."""
+    w = _array(weights)
+    if w.ndim != 4:
+        raise UserError(f"attention weights must be (layers, heads, T, S), got shape {w.shape}")
+    _check_labels(w[0, 0], src_tokens, tgt_tokens)
+    return {"src_tokens": list(src_tokens), "tgt_tokens": list(tgt_tokens),
+            "shape": list(w.shape), "dtype": str(w.dtype), "weights": w.tolist(), "extra": extra}
+
+
 def save_matrices(path, src_tokens: list[str], tgt_tokens: list[str], weights,
                   extra: dict) -> None:
     """Write (L, H, T, S) weights with their tokens and JSON metadata to .json or .npz."""
@@ -411,9 +423,7 @@ def save_matrices(path, src_tokens: list[str], tgt_tokens: list[str], weights,
         raise UserError(f"attention weights must be (layers, heads, T, S), got shape {w.shape}")
     _check_labels(w[0, 0], src_tokens, tgt_tokens)
     if path.suffix == ".json":
-        record = {"src_tokens": list(src_tokens), "tgt_tokens": list(tgt_tokens),
-                  "shape": list(w.shape), "dtype": str(w.dtype), "weights": w.tolist(),
-                  "extra": extra}
+        record = attention_record(src_tokens, tgt_tokens, w, extra)
         text = json.dumps(record, ensure_ascii=False)
         _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
     elif path.suffix == ".npz":
