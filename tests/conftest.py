@@ -87,3 +87,11 @@ def transformer_run(tmp_path_factory):
                                "train": {**TINY["train"], "max_steps": 30, "eval_every": 30}})
     train(recipe, run_dir, device="cpu", log=lambda *a: None)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def captioning_run(tmp_path_factory):
+    """A tiny captioning run (shapes), trained for one step: enough to caption and attend."""
+    from serving import train_captioner
+
+    return train_captioner(tmp_path_factory.mktemp("captioner"))

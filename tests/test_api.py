@@ -116,13 +116,6 @@ def test_mistakes_name_the_argument(trained_run, call, field):
     assert caught.value.field == field and str(caught.value).startswith(f"{field}: ")
 
 
-@pytest.fixture(scope="module")
-def captioning_run(tmp_path_factory):
-    from serving import train_captioner
-
-    return train_captioner(tmp_path_factory.mktemp("captioner"))
-
-
 def test_caption_files_and_pictures_alike(captioning_run, tmp_path):
     from s2s.data.shapes import generate
 

@@ -18,16 +18,11 @@ pytest.importorskip("fastapi")
 from s2s.api import load  # noqa: E402
 from s2s.cli import cli  # noqa: E402
 from s2s.serve.app import create_app, load_models, model_names  # noqa: E402
-from serving import call, free_port, live_server, multipart, train_captioner  # noqa: E402
+from serving import call, free_port, live_server, multipart  # noqa: E402
 
 SENTENCE = "Saturday, 4 July 1998"
 DATES = ["Saturday, 4 July 1998", "le 1er juillet 2003", "7/4/98", "3 March 2011",
          "Sunday, 9 May 1976", "12/25/01", "der 3. Oktober 1990", "1 January 2000"]
-
-
-@pytest.fixture(scope="module")
-def captioning_run(tmp_path_factory):
-    return train_captioner(tmp_path_factory.mktemp("captioner"))
 
 
 @pytest.fixture(scope="module")

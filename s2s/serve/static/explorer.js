@@ -343,11 +343,13 @@ function drawOverlay() {
 function showHypotheses(hypotheses, onChoose) {
   $("hypotheses").replaceChildren(...hypotheses.map((h, k) => {
     const item = document.createElement("li");
-    item.textContent = h.text || "(empty)";
+    const text = document.createElement("span");
+    text.className = "text";
+    text.textContent = h.text || "(empty)";
     const score = document.createElement("span");
     score.className = "score";
     score.textContent = h.score.toFixed(3);
-    item.append(score);
+    item.append(text, score);
     item.classList.toggle("chosen", k === state.chosen);
     item.addEventListener("click", () => guarded(() => onChoose(k)));
     return item;
