@@ -245,6 +245,19 @@ def caption(run_dir, images, n_best, beam, length_penalty, batch_size, max_len, 
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default="curves.png",
+              show_default=True, help="A .png, .svg or .pdf file.")
+def plot(run_dirs, output):
+    """Training curves of RUN_DIRS, overlaid: training loss, learning rate, validation loss and
+    score, against steps and against minutes (from each run's metrics.jsonl)."""
+    from s2s.curves import plot_runs
+
+    plot_runs(list(run_dirs), output)
+    click.echo(f"wrote {output}")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; any but loopback needs --api-key.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
