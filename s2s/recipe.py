@@ -94,6 +94,7 @@ class TrainConfig:
     self_critical_lr: float = 5e-5  # constant lr of the self-critical steps
     seed: int = 1
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    tensorboard: bool = False  # also write the metrics as TensorBoard scalars into RUN/tensorboard/
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from s2s.run import (CHECKPOINT_DIR, METRICS_FILE, RECIPE_FILE, TOKENIZER_DIR, a
                      load_run_recipe, pick_device, resolve_precision)
 from s2s.search import decode, max_lengths
 from s2s.self_critical import SelfCritical
+from s2s.tensorboard_log import TensorBoardLog
 
 HIGHER_IS_BETTER = {"bleu": True, "exact": True, "loss": False}
 
@@ -133,6 +134,8 @@ class Trainer:
         if self.cfg.self_critical_from and self.cfg.self_critical_samples < 2:
             raise UserError("train.self_critical_samples must be at least 2 (each sample's "
                             "baseline is the mean reward of the image's other samples)")
+        self.tensorboard = (TensorBoardLog(run_dir) if self.cfg.tensorboard and dist.is_main()
+                            else None)
         torch.manual_seed(self.cfg.seed)
         self.tokenizer = self._tokenizer()
         self.model = build_model(recipe.model, self.tokenizer.src_vocab_size,
@@ -418,6 +421,8 @@ class Trainer:
         if dist.is_main():
             with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            if self.tensorboard:
+                self.tensorboard.write(record)
 
 
 class _StopOnSignal:
