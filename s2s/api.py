@@ -270,8 +270,8 @@ def narrow(record: dict, kind: str | None, layer: int | str | None, head: int | 
             cut = {"shape": list(cut.shape), "weights": cut.tolist()}
             if k == "cross":
                 out.update(cut)
-            else:
-                out[KINDS[k]] = cut
+            else:  # keeps the kind's other keys (its row and column tokens)
+                out[KINDS[k]] = {**out[KINDS[k]], **cut}
     return out
 
 

@@ -85,12 +85,14 @@ def test_the_kinds_a_record_holds_are_kept_or_chosen():
     w = np.random.default_rng(0).random((2, 3, 4, 5)).round(3)
     record = {"src_tokens": list("abcde"), "tgt_tokens": list("wxyz"), "shape": [2, 3, 4, 5],
               "dtype": "float32", "weights": w.tolist(),
-              "encoder_self": {"shape": [2, 3, 5, 5], "weights": np.ones((2, 3, 5, 5)).tolist()},
+              "encoder_self": {"rows": list("abcde"), "columns": list("abcde"), "shape": [2, 3, 5, 5],
+                               "weights": np.ones((2, 3, 5, 5)).tolist()},
               "extra": {"words": False}}
     assert narrow(record, None, None, None) == record
     encoder = narrow(record, "encoder-self", 0, "mean")
     assert "weights" not in encoder and "decoder_self" not in encoder
     assert encoder["encoder_self"]["shape"] == [1, 1, 5, 5]
+    assert encoder["encoder_self"]["rows"] == list("abcde")  # the kind's tokens stay
     cross = narrow(record, "cross", -1, 2)
     assert "encoder_self" not in cross and cross["shape"] == [1, 1, 4, 5]
     np.testing.assert_allclose(np.array(cross["weights"])[0, 0], w[1, 2], rtol=1e-6)

@@ -15,6 +15,7 @@ const state = {
   models: [], model: null,
   source: "", hypotheses: [], chosen: -1, target: null,
   record: null, caption: null,  // the attention record, or the chosen caption's attention
+  picture: null,  // the uploaded image, for captions
   hover: null,  // {row: i} or {col: j}
   layout: null,  // where the heatmap's cells are, for hit-testing
 };
@@ -62,9 +63,11 @@ function weightsOf(record, kind) {  // [L][H][R][C]
 }
 
 function labelsOf(record, kind) {  // [row labels, column labels]
-  if (kind === "encoder-self") return [record.src_tokens, record.src_tokens];
-  if (kind === "decoder-self") return [record.tgt_tokens, record.tgt_tokens];
-  return [record.tgt_tokens, record.src_tokens];
+  if (kind === "cross") return [record.tgt_tokens, record.src_tokens];
+  const part = record[KINDS[kind]];
+  if (part.rows && part.columns) return [part.rows, part.columns];
+  return kind === "encoder-self" ? [record.src_tokens, record.src_tokens]
+    : [record.tgt_tokens, ["<s>", ...record.tgt_tokens.slice(0, -1)]];  // row t reads <s> y_1 .. y_t
 }
 
 function mean(matrices) {
@@ -477,7 +480,9 @@ $("key-form").addEventListener("submit", (e) => {
 });
 for (const id of ["layer", "head"]) $(id).addEventListener("change", render);
 $("kind").addEventListener("change", () => { setChoices(state.record, null); render(); });
-$("words").addEventListener("change", () => guarded(() => showAttention(state.target)));
+$("words").addEventListener("change", () => {
+  if (state.record) guarded(() => showAttention(state.target));
+});
 $("heatmap").addEventListener("mousemove", (e) => {
   const hit = hitTest(e);
   const hover = hit ? (hit.row !== undefined ? { row: hit.row } : { col: hit.col }) : null;
