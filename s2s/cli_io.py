@@ -73,6 +73,16 @@ def write_translations(results: Iterable[list], out: TextIO, n_best: int) -> Non
         out.flush()
 
 
+def parse_choice(value: str | None, default: int | str | None) -> int | str | None:
+    """CLI text -> layer/head choice: an integer, or a word such as 'all' / 'mean'."""
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
 def print_report(report: dict, as_json: bool) -> None:
     """Scores as JSON, or as the few lines a person reads (tables of layers/heads kept short)."""
     import json

@@ -5,11 +5,16 @@ import math
 import pytest
 import torch
 
-from s2s.attention import (ATTENTION, AttentionConfig, MultiHeadAttention, build_attention,
+from s2s.attention import (ATTENTION, MultiHeadAttention, attention_config, build_attention,
                            causal_mask, padding_mask, record_attention)
 from s2s.attention.kernel import GaussianKernelAttention
 
 TYPES = [t for t in ATTENTION.names() if t != "none"]
+
+
+def config(kind):
+    """The mechanism's settings, with 4 heads where it has heads."""
+    return attention_config(kind, **({"heads": 4} if kind == "multihead" else {}))
 
 
 def inputs(dim=16, batch=3, tq=4, tk=6):
@@ -22,7 +27,7 @@ def inputs(dim=16, batch=3, tq=4, tk=6):
 
 @pytest.mark.parametrize("kind", TYPES)
 def test_contract_shapes_normalisation_and_masking(kind):
-    module = build_attention(AttentionConfig(type=kind, heads=4), 16, 16)
+    module = build_attention(config(kind), 16, 16)
     x, memory, mask = inputs()
     with record_attention():
         out, weights = module(x, memory, mask)
@@ -38,7 +43,7 @@ def test_contract_shapes_normalisation_and_masking(kind):
 
 @pytest.mark.parametrize("kind", TYPES)
 def test_gradients_reach_queries_memory_and_parameters(kind):
-    module = build_attention(AttentionConfig(type=kind, heads=4), 16, 16)
+    module = build_attention(config(kind), 16, 16)
     x, memory, mask = inputs()
     out, _ = module(x, memory, mask)
     out.sum().backward()
@@ -51,7 +56,7 @@ def test_gradients_reach_queries_memory_and_parameters(kind):
 @pytest.mark.parametrize("kind", TYPES)
 def test_prepared_keys_give_the_same_result(kind):
     """Decoders compute `prepare(memory)` once per sentence; it must not change the result."""
-    module = build_attention(AttentionConfig(type=kind, heads=4), 16, 16).eval()
+    module = build_attention(config(kind), 16, 16).eval()
     x, memory, mask = inputs()
     with record_attention():
         direct = module(x, memory, mask)
@@ -63,7 +68,7 @@ def test_prepared_keys_give_the_same_result(kind):
 def test_padding_keys_change_nothing():
     """Extra padded keys (masked) leave outputs unchanged."""
     for kind in TYPES:
-        module = build_attention(AttentionConfig(type=kind, heads=4), 16, 16).eval()
+        module = build_attention(config(kind), 16, 16).eval()
         x, memory, _ = inputs()
         padded = torch.cat([memory, torch.randn(3, 5, 16)], dim=1)
         short = module(x, memory, torch.ones(3, 6, dtype=torch.bool)).out
@@ -118,6 +123,6 @@ def test_unknown_type_and_mismatched_sizes_are_user_errors():
     from s2s.errors import UserError
 
     with pytest.raises(UserError, match="did you mean"):
-        build_attention(AttentionConfig(type="additiv"), 8, 8)
+        build_attention(attention_config("additiv"), 8, 8)
     with pytest.raises(UserError, match="general"):
-        build_attention(AttentionConfig(type="dot"), 8, 16)
+        build_attention(attention_config("dot"), 8, 16)

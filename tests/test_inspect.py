@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import TINY
-from s2s.aligner import align, forced_weights
+from s2s.alignment.forced import align, forced_weights
 from s2s.attention import record_attention
 from s2s.cli import cli
 from s2s.data.tokenizer import BOS, EOS

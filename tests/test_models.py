@@ -3,14 +3,15 @@
 import pytest
 import torch
 
-from s2s.attention import AttentionConfig
+from s2s.attention import ATTENTION, attention_config
 from s2s.models import build_model
 from s2s.models.rnn import RNNConfig
 
 from conftest import step_through
 
-VARIANTS = [dict(attention=AttentionConfig(type=t, heads=2), input_feed=feed, cell=cell)
-            for t in ("additive", "dot", "general", "scaled_dot", "multihead", "none")
+VARIANTS = [dict(attention=attention_config(t, **({"heads": 2} if t == "multihead" else {})),
+                 input_feed=feed, cell=cell)
+            for t in ATTENTION.names()
             for feed in (True, False) for cell in ("gru", "lstm")]
 
 
@@ -54,7 +55,7 @@ def test_encoder_ignores_padding():
 def test_no_attention_decoder_sees_one_fixed_context():
     """The baseline's context is the same vector C at every step, whatever the query."""
     torch.manual_seed(0)
-    model = build_model(RNNConfig(emb_dim=16, hidden_dim=32, attention=AttentionConfig("none")),
+    model = build_model(RNNConfig(emb_dim=16, hidden_dim=32, attention=attention_config("none")),
                         30, 30).eval()
     src, mask, _ = batch()
     state = model.encode(src, mask)

@@ -4,7 +4,8 @@ import pytest
 
 from s2s.errors import UserError
 from s2s.models import build_model
-from s2s.recipe import load_recipe, packaged_recipes, recipe_to_dict, recipe_from_dict
+from s2s.recipe import load_recipe, recipe_to_dict, recipe_from_dict
+from s2s.recipe_files import packaged_recipes
 
 
 @pytest.mark.parametrize("name", sorted(packaged_recipes()))

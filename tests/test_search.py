@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from s2s.attention import AttentionConfig
+from s2s.attention import attention_config
 from s2s.data.tokenizer import BOS, EOS
 from s2s.models import Seq2Seq, build_model
 from s2s.models.rnn import RNNConfig
@@ -100,7 +100,7 @@ def test_output_is_cut_at_the_length_budget():
 
 def real_model(attention="additive", seed=0):
     torch.manual_seed(seed)
-    cfg = RNNConfig(emb_dim=16, hidden_dim=32, attention=AttentionConfig(type=attention),
+    cfg = RNNConfig(emb_dim=16, hidden_dim=32, attention=attention_config(attention),
                     init_scale=0.5, dropout=0.0)
     return build_model(cfg, 40, 40).eval()
 
