@@ -89,3 +89,25 @@ def test_training_lowers_the_loss():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-10:]) / 10 < 0.5 < 0.2 * losses[0]
+
+
+TRANSFORMER_CROSS = [t for t in ATTENTION.names() if t != "none"]
+
+
+@pytest.mark.parametrize("kind", TRANSFORMER_CROSS)
+def test_any_mechanism_as_transformer_cross_attention_steps_equal_teacher_forcing(kind):
+    """`model.cross_attention: {type: ...}`: every registered mechanism, stateful ones included."""
+    from s2s.models.transformer import TransformerConfig
+
+    torch.manual_seed(0)
+    cross = attention_config(kind, **({"heads": 2} if kind == "multihead" else {}))
+    model = build_model(TransformerConfig(d_model=16, heads=2, ffn_dim=32, enc_layers=1,
+                                          dec_layers=2, dropout=0.0, cross_attention=cross),
+                        30, 30).eval()
+    src, mask, tgt = batch()
+    logits, weights = model(src, mask, tgt)
+    steps, step_weights, _ = step_through(model, src, mask, tgt)
+    torch.testing.assert_close(steps, logits, rtol=1e-4, atol=1e-5)
+    if weights is not None:  # single-head mechanisms always return theirs
+        assert weights.shape == (3, 2, 1, 5, 7)
+        torch.testing.assert_close(torch.cat(step_weights, 3), weights, rtol=1e-4, atol=1e-5)
