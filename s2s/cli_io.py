@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
 from s2s.errors import UserError
+from s2s.files import atomic_path
 
 
 def decode_lines(stream, name: str) -> Iterator[str]:
@@ -48,13 +49,8 @@ def output_stream(path: Path | None):
     if path is None:
         yield sys.stdout
         return
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            yield f
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        yield f
 
 
 def write_translations(results: Iterable[list], out: TextIO, n_best: int) -> None:

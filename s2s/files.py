@@ -28,19 +28,28 @@ def readable(path: Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call write(binary_file) on a temporary file beside `path`, then rename it into place."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write; it is renamed onto `path` when the block succeeds
+    and removed when it fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        readable(Path(tmp))
+        yield tmp
+        readable(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call write(binary_file) on a temporary file beside `path`, then rename it into place."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -186,6 +186,14 @@ def check_recipe(recipe: Recipe) -> None:
         if hasattr(section, "d_model") and section.d_model % section.heads:
             raise UserError(f"{where}.d_model ({section.d_model}) must be divisible by "
                             f"{where}.heads ({section.heads})")
+        cross = getattr(section, "cross_attention", None)
+        if cross is not None and cross.type == "none":
+            raise UserError(f"{where}.cross_attention cannot be none: the decoder reads the "
+                            "source through it")
+        heads = getattr(getattr(section, "attention", None), "heads", None)
+        if heads and section.hidden_dim % heads:
+            raise UserError(f"{where}.hidden_dim ({section.hidden_dim}) must be divisible by "
+                            f"{where}.attention.heads ({heads})")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -213,7 +221,7 @@ def parse_dataclass(cls, raw: dict, where: str):
             values[key] = coerce(value, hints[key], dotted)
     try:
         return cls(**values)
-    except TypeError as e:  # a required key is missing
+    except (TypeError, UserError) as e:  # a required key is missing, or a rule of the section
         raise UserError(f"{where or 'recipe'}: {e}") from None
 
 

@@ -35,6 +35,11 @@ class LocationAwareAttention(AdditiveAttention):
         filters: PositiveInt = 10  # K
         kernel: PositiveInt = 7  # r, odd, in source tokens
 
+        def __post_init__(self):
+            if self.kernel % 2 == 0:
+                raise UserError(f"location attention's kernel must be odd to keep the source "
+                                f"length, got {self.kernel}")
+
     @classmethod
     def from_config(cls, cfg: Config, query_dim: int, key_dim: int) -> "LocationAwareAttention":
         return cls(query_dim, key_dim, cfg.dim or None, cfg.filters, cfg.kernel)
@@ -42,9 +47,6 @@ class LocationAwareAttention(AdditiveAttention):
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int | None = None,
                  filters: int = 10, kernel: int = 7):
         super().__init__(query_dim, key_dim, hidden_dim)
-        if kernel % 2 == 0:
-            raise UserError(f"location attention's kernel must be odd to keep the source length, "
-                            f"got {kernel}")
         self.conv = nn.Conv1d(1, filters, kernel, padding=kernel // 2, bias=False)
         self.location_proj = nn.Linear(filters, self.v.in_features, bias=False)  # U
 
