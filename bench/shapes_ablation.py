@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from s2s.captioning import evaluate_captions  # noqa: E402
 from s2s.recipe import load_recipe  # noqa: E402
 from s2s.run import Run  # noqa: E402
+from s2s.tasks import task_of  # noqa: E402
 from s2s.train import train  # noqa: E402
 from s2s.translate import DecodeOptions  # noqa: E402
 from train_and_score import training_summary  # noqa: E402  (bench/ is the script's directory)
@@ -47,7 +47,7 @@ def main() -> None:
         run_dir = args.root / name
         train(recipe, run_dir, overwrite=True, log=lambda *a: None)
         run = Run.open(run_dir)
-        report, _ = evaluate_captions(run, "test", DecodeOptions.from_run(run))
+        report, _ = task_of(run.recipe).evaluate(run, "test", DecodeOptions.from_run(run))
         summary = training_summary(run_dir)
         print(json.dumps({
             "variant": name, "overrides": VARIANTS[name],

@@ -29,7 +29,8 @@ from s2s.data.corpus import load_split, text_pairs  # noqa: E402
 from s2s.models.seq2seq import Seq2Seq  # noqa: E402
 from s2s.recipe import load_recipe  # noqa: E402
 from s2s.run import Run  # noqa: E402
-from s2s.train import Trainer, batch_loss, prepare_run  # noqa: E402
+from s2s.objectives import batch_loss  # noqa: E402
+from s2s.train import Trainer, prepare_run  # noqa: E402
 from s2s.translate import DecodeOptions, translate  # noqa: E402
 
 
@@ -65,7 +66,7 @@ def flops_per_token(trainer: Trainer, rows) -> float:
 
     batch = trainer.train_data.batch(rows)
     with FlopCounterMode(display=False) as counter:
-        loss = batch_loss(trainer.loss, batch)
+        loss = batch_loss(trainer.cross_entropy.loss, batch)
         loss.backward()
     trainer.optimizer.zero_grad(set_to_none=True)
     return counter.get_total_flops() / batch.target_tokens

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from s2s.evaluate import evaluate_run  # noqa: E402
 from s2s.recipe import load_recipe  # noqa: E402
 from s2s.run import Run  # noqa: E402
+from s2s.tasks import task_of  # noqa: E402
 from s2s.train import train  # noqa: E402
 from s2s.translate import DecodeOptions  # noqa: E402
 
@@ -57,14 +57,11 @@ def main() -> None:
     run = Run.open(run_dir)
     opts = DecodeOptions.from_run(run, beam=args.beam)
     started = time.perf_counter()
-    scores, _, _ = evaluate_run(run, args.split, opts)
+    scores, _ = task_of(run.recipe).evaluate(run, args.split, opts)
     seconds = time.perf_counter() - started
     report = {"recipe": recipe.name, "run_dir": str(run_dir), "checkpoint": run.checkpoint.name,
               **training_summary(run_dir), "split": args.split, "beam": opts.beam,
-              "sentences": scores.sentences, "decode_seconds": round(seconds, 1),
-              "bleu": round(scores.bleu, 2), "chrf": round(scores.chrf, 2),
-              "exact": round(scores.exact, 2), "bleu_signature": scores.bleu_signature,
-              "chrf_signature": scores.chrf_signature}
+              "decode_seconds": round(seconds, 1), **scores}
     print(json.dumps(report, indent=2))
 
 

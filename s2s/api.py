@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2s import aligner
-from s2s.captioning import caption_inputs, model_inputs, region_attention
+from s2s.alignment.forced import align, default_choice, describe, image_attention, layers_and_heads
 from s2s.data.images import open_image, to_tensor
 from s2s.errors import UserError
 from s2s.run import Run
+from s2s.tasks.captioning import caption_inputs, model_inputs
+from s2s.tasks.translation import sentence_record
 from s2s.translate import MAX_INPUT_TOKENS, DecodeOptions, add_links, translate_ids
+from s2s.vocab import EOS_PIECE
 
 # attention kinds and the key of each in an attention record (cross-attention is top level)
 KINDS = {"cross": "weights", "encoder-self": "encoder_self", "decoder-self": "decoder_self"}
@@ -62,17 +64,13 @@ class Model:
 
     def info(self) -> dict:
         """Name, task, architecture, attention layers and heads, and the decoding defaults."""
-        recipe, model = self.run.recipe, self.run.recipe.model
-        decoder = getattr(model, "decoder", model)  # a captioner's decoder section
-        transformer = model.arch == "transformer" or getattr(decoder, "type", "") == "transformer"
-        layers = (getattr(model, "dec_layers", None) or getattr(decoder, "layers", 1)) if transformer else 1
-        layer, head = aligner.default_choice(self.run)
+        recipe = self.run.recipe
+        layers, heads = layers_and_heads(self.run.model)  # of cross-attention
+        layer, head = default_choice(self.run)
         d = recipe.decode
         return {"name": self.name, "task": self.task, "recipe": recipe.name,
-                "architecture": (aligner.describe(self.run) if self.task == "translation" else
-                                 f"captioner, {model.encoder.type} encoder, {decoder.type} decoder"),
-                "arch": model.arch,
-                "layers": layers, "heads": decoder.heads if transformer else 1,
+                "architecture": describe(self.run), "arch": recipe.model.arch,
+                "layers": layers, "heads": heads,
                 "default_layer": layer, "default_head": head,
                 "checkpoint": self.run.checkpoint.name, "device": str(self.run.device),
                 "decode": {"beam": d.beam, "length_penalty": d.length_penalty,
@@ -122,7 +120,7 @@ class Model:
         results = translate_ids(self.run, ids, opts)
         sources = [t.strip() for t in texts]
         if align:
-            add_links(self.run, sources, results, *aligner.default_choice(self.run))
+            add_links(self.run, sources, results, *default_choice(self.run))
         return [{"source": source, "hypotheses": [
             {"text": t.text, "score": t.score, **({"alignment": t.links} if align else {})}
             for t in nbest]} for source, nbest in zip(sources, results)]
@@ -161,8 +159,8 @@ class Model:
             targets = list(targets)
             for i, result in zip(missing, found):
                 targets[i] = result["hypotheses"][0]["text"] if result["hypotheses"] else ""
-        items = aligner.align(self.run, sources, [t.strip() for t in targets])
-        return [narrow(aligner.sentence_record(self.run, item, words), kind, layer, head)
+        items = align(self.run, sources, [t.strip() for t in targets])
+        return [narrow(sentence_record(self.run, item, words), kind, layer, head)
                 for item in items]
 
     def check_attention(self, texts: list[str], targets: list[str | None], kind=None,
@@ -220,13 +218,14 @@ class Model:
         if not pairs:
             return
         rows = torch.tensor([b for b, _ in pairs])
-        weights = region_attention(self.run, src[rows], [results[b][k].tokens for b, k in pairs])
+        captions = [results[b][k].tokens for b, k in pairs]
+        weights = image_attention(self.run, src[rows], captions).kinds["cross"].float().cpu().numpy()
         grid = list(self.run.model.grid_size)
         for (b, k), w in zip(pairs, weights):  # w: (L, H, T_max + 1, R)
             tokens = results[b][k].tokens
             w = w[:, :, :len(tokens) + 1]
             found[b]["hypotheses"][k]["attention"] = {
-                "tokens": self.run.tokenizer.tgt_pieces(tokens) + [aligner.EOS_PIECE],
+                "tokens": self.run.tokenizer.tgt_pieces(tokens) + [EOS_PIECE],
                 "grid": grid, "shape": list(w.shape), "weights": w.tolist()}
 
     def require(self, task: str) -> None:

@@ -16,39 +16,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from s2s.errors import UserError
+from s2s.files import atomic_directory
 
 WEIGHTS, TRAINER = "model.safetensors", "trainer.pt"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def readable(path: Path, directory: bool = False) -> None:
-    """Give a temp file or directory the permissions a plain open()/mkdir() would have."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file via a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    readable(Path(tmp))
-    os.replace(tmp, path)
 
 
 def step_name(step: int) -> str:
@@ -57,20 +35,11 @@ def step_name(step: int) -> str:
 
 def save_checkpoint(root: Path, step: int, model: nn.Module, trainer_state: dict | None) -> Path:
     """Write checkpoints/step-N atomically and point `last` at it."""
-    root.mkdir(parents=True, exist_ok=True)
     final = root / step_name(step)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
-    try:
+    with atomic_directory(final) as tmp:
         save_model(model, str(tmp / WEIGHTS))
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    readable(tmp, directory=True)
-    if final.exists():  # a re-save of the same step (e.g. after resuming and stopping at once)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
     set_pointer(root, "last", final.name)
     return final
 
@@ -143,8 +112,6 @@ def average_checkpoints(run_dir: Path, last: int, name: str | None = None) -> Pa
     Averaging the last few checkpoints of a run smooths out the noise of the final updates and
     usually gains a little BLEU for free (Vaswani et al. 2017 averaged the last 5 or 20).
     """
-    from safetensors.torch import save_file
-
     root = Path(run_dir) / "checkpoints"
     steps = sorted(p for p in root.glob("step-*") if (p / WEIGHTS).is_file())
     if last < 1 or len(steps) < last:
@@ -158,15 +125,7 @@ def average_checkpoints(run_dir: Path, last: int, name: str | None = None) -> Pa
     first = load_tensors(chosen[0])
     averaged = {k: (v / len(chosen)).to(first[k].dtype).contiguous() for k, v in total.items()}
     final = root / (name or f"average-last{last}")
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
-    try:
+    with atomic_directory(final) as tmp:
         save_file(averaged, str(tmp / WEIGHTS),
                   metadata={"averaged": ",".join(p.name for p in chosen)})
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    readable(tmp, directory=True)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
     return final

@@ -58,20 +58,10 @@ def with_options(options):
 def train(recipe, overrides, run_dir, resume, overwrite, device):
     """Train RECIPE (a name from `s2s recipes`, a .yaml file, or a run directory to resume)."""
     from s2s import distributed
-    from s2s.recipe import load_recipe, recipe_from_dict, apply_overrides, recipe_to_dict
-    from s2s.run import RECIPE_FILE, load_run_recipe
-    from s2s.train import train as run_training
+    from s2s.train import resolve_recipe, train as run_training
 
     distributed.init_from_env()
-    if (Path(recipe) / RECIPE_FILE).is_file():  # a run directory
-        run_dir = run_dir or Path(recipe)
-        loaded = recipe_from_dict(apply_overrides(recipe_to_dict(load_run_recipe(recipe)), overrides))
-    else:
-        loaded = load_recipe(recipe, overrides)
-        run_dir = run_dir or Path("runs") / loaded.name
-        if resume and (run_dir / RECIPE_FILE).is_file():
-            loaded = recipe_from_dict(apply_overrides(recipe_to_dict(load_run_recipe(run_dir)),
-                                                      overrides))
+    loaded, run_dir = resolve_recipe(recipe, overrides, run_dir, resume)
     run_training(loaded, run_dir, device=device, resume=resume, overwrite=overwrite)
 
 
@@ -88,23 +78,24 @@ def train(recipe, overrides, run_dir, resume, overwrite, device):
 def translate(run_dir, text, input_file, output_file, n_best, align, align_layer, align_head, beam,
               length_penalty, batch_size, max_len, device, checkpoint):
     """Translate TEXT, or FILE / stdin line by line (one output line per input line)."""
-    from s2s.cli_io import input_lines, output_stream, write_translations
+    from s2s.alignment.forced import default_choice
+    from s2s.cli_io import input_lines, output_stream, parse_choice, write_translations
     from s2s.run import Run
-    from s2s.translate import DecodeOptions, translate_stream
+    from s2s.tasks import task_of
+    from s2s.translate import DecodeOptions
 
     run = Run.open(run_dir, checkpoint, device)
+    task = task_of(run.recipe)
     opts = DecodeOptions.from_run(run, beam=beam, n_best=n_best, length_penalty=length_penalty,
                                   batch_size=batch_size, max_len=max_len)
     links = None
     if align:
-        from s2s.aligner import default_choice, parse_choice
-
         layer, head = default_choice(run)
         links = (parse_choice(align_layer, layer), parse_choice(align_head, head))
     lines, interactive = input_lines(text, input_file)
     buffer = 1 if interactive else opts.batch_size * 8
     with output_stream(output_file) as out:
-        write_translations(translate_stream(run, lines, opts, buffer, links), out, n_best)
+        write_translations(task.translate(run, lines, opts, buffer, links), out, n_best)
 
 
 @cli.command()
@@ -133,36 +124,26 @@ def evaluate(run_dir, split, hyp, ref, alignments, pairs_file, output_file, as_j
         return print_report({"data": f"{hyp} vs {ref}", **score_files(hyp, ref).as_dict()}, as_json)
     if run_dir is None:
         raise UserError("give a RUN_DIR, or --hyp FILE --ref FILE")
+    from s2s.files import atomic_write_text
     from s2s.run import Run
+    from s2s.tasks import task_of
+    from s2s.tasks.translation import score_gold_alignments
+    from s2s.translate import DecodeOptions
 
     run = Run.open(run_dir, checkpoint, device)
     if alignments or pairs_file:
-        from s2s.aligner import align, default_choice, gold_alignment_scores, read_pairs
-        from s2s.alignment import read_alignments
-
         if not (alignments and pairs_file):
             raise UserError("--alignments and --data go together")
-        sources, targets = read_pairs(pairs_file)
-        report = gold_alignment_scores(align(run, sources, targets), read_alignments(alignments),
-                                       default_choice(run))
+        report = score_gold_alignments(run, pairs_file, alignments)
         return print_report({"data": f"{pairs_file} with {alignments}", **report}, as_json)
-    from s2s.aligner import model_alignment_report
-    from s2s.checkpoint import atomic_write_text
-    from s2s.evaluate import evaluate_run
-    from s2s.translate import DecodeOptions
-
     opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty,
                                   batch_size=batch_size, max_len=max_len)
-    where = f"{run_dir} ({run.checkpoint.name}) on {split}, beam {opts.beam}"
-    if run.recipe.task == "captioning":
-        from s2s.captioning import evaluate_captions
-
-        report, hyps = evaluate_captions(run, split, opts)
-    else:
-        scores, hyps, pairs = evaluate_run(run, split, opts)
-        report = {**scores.as_dict(), **model_alignment_report(run, pairs, hyps)}
+    if split not in ("train", "validation", "test"):
+        raise UserError(f"--split must be train, validation or test, not {split!r}")
+    report, hyps = task_of(run.recipe).evaluate(run, split, opts)
     if output_file:
         atomic_write_text(output_file, "".join(h + "\n" for h in hyps))
+    where = f"{run_dir} ({run.checkpoint.name}) on {split}, beam {opts.beam}"
     print_report({"data": where, **report}, as_json)
 
 
@@ -184,43 +165,32 @@ def average(run_dir, last, name):
 @click.argument("text", nargs=-1, required=True)
 @click.option("--target", help="Force this translation (teacher-forced) instead of the model's own.")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Write a heatmap (.png .svg .pdf) or the matrices (.json .npz).")
-@click.option("--layer", help="Decoder layer N, or all (default: the alignment layer).")
+              help="Write a heatmap (.png .svg .pdf) or the matrices of every kind (.json .npz).")
+@click.option("--kind", type=click.Choice(["cross", "encoder-self", "decoder-self", "encoder-rollout"]),
+              default="cross", show_default=True,
+              help="Which attention: cross (target->source), a Transformer's encoder or decoder "
+                   "self-attention, or the encoder's attention rollout over its layers.")
+@click.option("--layer", help="Layer N, or all (default: the alignment layer; self: the last).")
 @click.option("--head", help="Head N, mean or all (default: mean).")
 @click.option("--words", is_flag=True, help="Merge subword pieces into words first.")
 @click.option("--color/--no-color", default=None, help="Shade the grid with colours (default: if a terminal).")
 @with_options(decode_options)
-def inspect(run_dir, text, target, output, layer, head, words, color, beam, length_penalty,
+def inspect(run_dir, text, target, output, kind, layer, head, words, color, beam, length_penalty,
             batch_size, max_len, device, checkpoint):
-    """Show the alignment (attention) matrix of TEXT's translation, or export it; for a captioning
-    run, TEXT is image files and -o draws each word's attention over the image."""
-    from s2s.aligner import align, default_choice, inspect_sentence, parse_choice
+    """Show the attention matrix of TEXT's translation, or export it; for a captioning run, TEXT
+    is image files and -o draws each word's attention over the image."""
+    from s2s.cli_io import parse_choice
     from s2s.run import Run
-    from s2s.translate import DecodeOptions, translate
+    from s2s.tasks import InspectRequest, task_of
+    from s2s.translate import DecodeOptions
 
     run = Run.open(run_dir, checkpoint, device)
-    default_layer, default_head = default_choice(run)
-    layer, head = parse_choice(layer, default_layer), parse_choice(head, default_head)
-    if run.recipe.task == "captioning":
-        from s2s.captioning import overlays
-
-        if output is None or output.suffix.lower() not in (".png", ".svg", ".pdf"):
-            raise UserError("inspecting an image draws its attention: give -o FILE.png (or .svg, .pdf)")
-        opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty, max_len=max_len)
-        for path in text:
-            target = output if len(text) == 1 else output.with_name(f"{Path(path).stem}-{output.name}")
-            caption = overlays(run, path, opts, target, layer, head)
-            click.echo(f"{path}: {caption}\nwrote {target}")
-        return
-    source = " ".join(text).strip()
-    if not source:
-        raise UserError("nothing to inspect: the sentence is empty")
-    if target is None:
-        opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty, max_len=max_len)
-        target = translate(run, [source], opts)[0][0].text
-    item = align(run, [source], [target])[0]
-    click.echo(inspect_sentence(run, item, layer, head, words, output,
-                                sys.stdout.isatty() if color is None else color))
+    opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty, max_len=max_len)
+    request = InspectRequest(target=target, output=output, kind=kind,
+                             layer=parse_choice(layer, None), head=parse_choice(head, None),
+                             words=words, color=sys.stdout.isatty() if color is None else color)
+    for line in task_of(run.recipe).inspect(run, list(text), request, opts):
+        click.echo(line)
 
 
 @cli.command()
@@ -230,17 +200,15 @@ def inspect(run_dir, text, target, output, layer, head, words, color, beam, leng
 @with_options(decode_options)
 def caption(run_dir, images, n_best, beam, length_penalty, batch_size, max_len, device, checkpoint):
     """Caption IMAGES with a captioning run: one line per image."""
-    from s2s.captioning import caption_files
     from s2s.cli_io import write_translations
     from s2s.run import Run
+    from s2s.tasks import task_of
     from s2s.translate import DecodeOptions
 
     run = Run.open(run_dir, checkpoint, device)
-    if run.recipe.task != "captioning":
-        raise UserError(f"{run_dir} is a {run.recipe.task} run; use `s2s translate`")
     opts = DecodeOptions.from_run(run, beam=beam, n_best=n_best, length_penalty=length_penalty,
                                   batch_size=batch_size, max_len=max_len)
-    write_translations(caption_files(run, list(images), opts), sys.stdout, n_best)
+    write_translations(task_of(run.recipe).caption(run, list(images), opts), sys.stdout, n_best)
 
 
 @cli.command()
@@ -288,9 +256,9 @@ def serve(run_dirs, host, port, workers, api_key, max_batch, window_ms, device, 
 @cli.command()
 def recipes():
     """List the recipes: name, task, model, attention, dataset."""
-    from s2s.recipe import list_recipes
+    from s2s.recipe_files import recipe_rows
 
-    rows = [("recipe", "task", "model", "attention", "dataset")] + list_recipes()
+    rows = [("recipe", "task", "model", "attention", "dataset")] + recipe_rows()
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

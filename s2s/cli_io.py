@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
 from s2s.errors import UserError
+from s2s.files import atomic_path
 
 
 def decode_lines(stream, name: str) -> Iterator[str]:
@@ -48,13 +49,8 @@ def output_stream(path: Path | None):
     if path is None:
         yield sys.stdout
         return
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            yield f
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        yield f
 
 
 def write_translations(results: Iterable[list], out: TextIO, n_best: int) -> None:
@@ -71,6 +67,16 @@ def write_translations(results: Iterable[list], out: TextIO, n_best: int) -> Non
         else:
             out.write(text(nbest[0] if nbest else None) + "\n")
         out.flush()
+
+
+def parse_choice(value: str | None, default: int | str | None) -> int | str | None:
+    """CLI text -> layer/head choice: an integer, or a word such as 'all' / 'mean'."""
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        return value
 
 
 def print_report(report: dict, as_json: bool) -> None:

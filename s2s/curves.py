@@ -13,7 +13,7 @@ from pathlib import Path
 
 from s2s.alignment import new_figure, save_figure
 from s2s.errors import UserError
-from s2s.recipe import read_yaml
+from s2s.recipe_files import read_yaml
 
 METRICS_FILE, RECIPE_FILE = "metrics.jsonl", "recipe.yaml"
 PANELS = [("train", "loss", "training loss"), ("train", "lr", "learning rate"),

@@ -13,6 +13,7 @@ from pathlib import Path
 import sacrebleu
 
 from s2s.errors import UserError
+from s2s.files import read_lines
 
 
 @dataclass
@@ -51,21 +52,6 @@ def reference_streams(references: list[list[str]]) -> list[list[str]]:
     return [[r[k] if k < len(r) else "" for r in references] for k in range(max(map(len, references)))]
 
 
-def read_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file, without line endings; errors name the file and line."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    for number, raw in enumerate(data.splitlines(), 1):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise UserError(f"{path}, line {number}: not valid UTF-8") from None
-    return lines
-
-
 def score_files(hyp: Path, ref: Path) -> Scores:
     hyps, refs = read_lines(hyp), read_lines(ref)
     if len(hyps) != len(refs):
@@ -73,14 +59,8 @@ def score_files(hyp: Path, ref: Path) -> Scores:
     return score(hyps, refs)
 
 
-def evaluate_run(run, split: str, opts):
-    """Translate a split of the run's own corpus and score it -> (scores, hypotheses, pairs)."""
-    from s2s.data.corpus import load_split, text_pairs
-    from s2s.translate import translate
-
-    if split not in ("train", "validation", "test"):
-        raise UserError(f"--split must be train, validation or test, not {split!r}")
-    pairs = text_pairs(load_split(run.recipe.data, split), run.recipe.data)
-    results = translate(run, pairs["src"], opts)
-    hypotheses = [r[0].text if r else "" for r in results]
-    return score(hypotheses, pairs["tgt"]), hypotheses, pairs
+def bleu_orders(hypotheses: list[str], references: list[list[str]]) -> dict:
+    """BLEU-1 .. BLEU-4, as captioning papers report them (all references of each image)."""
+    streams = reference_streams(references)
+    return {f"bleu{n}": sacrebleu.metrics.BLEU(max_ngram_order=n).corpus_score(hypotheses, streams).score
+            for n in range(1, 5)}

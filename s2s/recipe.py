@@ -1,26 +1,34 @@
-"""Recipes: one YAML file -> frozen dataclasses, with `--set a.b=c` overrides.
+"""Recipes: one YAML file -> frozen, typed dataclasses, with `--set a.b=c` overrides.
 
-A recipe has the sections `data`, `tokenizer`, `model`, `train` and `decode`. Every key is checked
-against its dataclass: a misspelt key is an error that names it and suggests the closest one, and a
-value of the wrong type is an error that names the key. `model.arch` picks the model's dataclass
-(each architecture registers its own). The resolved recipe is saved in the run directory, so a run
-directory alone is enough to translate, evaluate or inspect.
+A recipe has the sections `data`, `tokenizer`, `model`, `train` and `decode`. Every value is
+checked when the recipe is loaded, before anything is written to a run directory:
+- a misspelt key is an error that names it and suggests the closest one;
+- a value of the wrong type, out of range (`PositiveInt`, `Probability` ... from `s2s.typed`) or
+  not among a field's choices (`Literal[...]`) is an error that names the key;
+- sections chosen by name (`model.arch`, `attention.type`, `decoder.type`, `encoder.type`) are
+  parsed with the settings class the registry holds for that name;
+- rules between fields live in one place, `check_recipe`.
+The resolved recipe is saved in the run directory, so a run directory alone is enough to
+translate, evaluate or inspect.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 import types
 import typing
 from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 
 from s2s.errors import UserError
+from s2s.files import atomic_write_text
+from s2s.models import MODELS
+from s2s.recipe_files import find_recipe, read_yaml
 from s2s.registry import did_you_mean
+from s2s.typed import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                       Probability, Range)
 
 
 @dataclass(frozen=True)
@@ -34,9 +42,9 @@ class SplitNames:
 class SplitSizes:
     """How many examples a built-in generator makes per split."""
 
-    train: int = 50_000
-    validation: int = 1_000
-    test: int = 1_000
+    train: PositiveInt = 50_000
+    validation: PositiveInt = 1_000
+    test: PositiveInt = 1_000
 
 
 @dataclass(frozen=True)
@@ -49,110 +57,75 @@ class DataConfig:
     splits: SplitNames = field(default_factory=SplitNames)
     sizes: SplitSizes = field(default_factory=SplitSizes)  # generators only
     seed: int = 0  # generators only
-    max_src_len: int = 200  # training pairs longer than this (in tokens) are dropped
-    max_tgt_len: int = 200
+    max_src_len: PositiveInt = 200  # training pairs longer than this (in tokens) are dropped
+    max_tgt_len: PositiveInt = 200
     clean_captions: bool = False  # captioning: lower-case and drop punctuation (refs too)
 
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    type: str = "unigram"  # SentencePiece model: unigram | bpe | char | word
-    vocab_size: int = 8000
+    type: Literal["unigram", "bpe", "char", "word"] = "unigram"  # the SentencePiece model
+    vocab_size: Annotated[int, Range(low=8)] = 8000
     joint: bool = True  # one vocabulary for source and target (needed to share embeddings)
-    character_coverage: float = 1.0
-    max_sentences: int = 1_000_000  # sentences sampled to train SentencePiece
+    character_coverage: Annotated[float, Range(low=0, high=1, open_low=True)] = 1.0
+    max_sentences: PositiveInt = 1_000_000  # sentences sampled to train SentencePiece
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_tokens: int = 4096  # padded tokens per batch, max(source, target) per sentence
-    accumulate: int = 1  # batches per optimiser step
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.98)
-    weight_decay: float = 0.0
-    schedule: str = "inverse_sqrt"  # constant | inverse_sqrt | plateau
-    warmup_steps: int = 0
-    plateau_factor: float = 0.5  # plateau: multiply the lr by this ...
-    plateau_patience: int = 1  # ... after this many validations without improvement
-    min_lr: float = 0.0
-    cooldown_steps: int = 0  # the last N steps before max_steps take the lr linearly to min_lr
-    clip_norm: float = 1.0  # 0 = no clipping
-    label_smoothing: float = 0.1
-    precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 where the hardware is fast at it)
-    max_steps: int = 0  # 0 = no limit; training stops at the first limit reached
-    max_epochs: int = 0
-    max_minutes: float = 0.0  # wall-clock budget, data preparation and validation included
-    eval_every: int = 500  # steps between validations; 0 = once per epoch
-    eval_metric: str = "bleu"  # bleu | loss | exact: which validation score picks `best`
-    patience: int = 0  # stop after this many validations without improvement; 0 = never
-    log_every: int = 50
-    keep_checkpoints: int = 5  # step checkpoints kept (for `s2s average`), besides `best`
+    batch_tokens: PositiveInt = 4096  # padded tokens per batch, max(source, target) per sentence
+    accumulate: PositiveInt = 1  # batches per optimiser step
+    lr: PositiveFloat = 1e-3
+    betas: tuple[Annotated[float, Range(low=0, high=1, open_high=True)],
+                 Annotated[float, Range(low=0, high=1, open_high=True)]] = (0.9, 0.98)
+    weight_decay: NonNegativeFloat = 0.0
+    schedule: Literal["constant", "inverse_sqrt", "plateau"] = "inverse_sqrt"
+    warmup_steps: NonNegativeInt = 0
+    plateau_factor: Annotated[float, Range(low=0, high=1, open_low=True)] = 0.5  # plateau: lr *= this ...
+    plateau_patience: PositiveInt = 1  # ... after this many validations without improvement
+    min_lr: NonNegativeFloat = 0.0
+    cooldown_steps: NonNegativeInt = 0  # the last N steps before max_steps take the lr linearly to min_lr
+    clip_norm: NonNegativeFloat = 1.0  # 0 = no clipping
+    label_smoothing: Probability = 0.1
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware is fast at it
+    max_steps: NonNegativeInt = 0  # 0 = no limit; training stops at the first limit reached
+    max_epochs: NonNegativeInt = 0
+    max_minutes: NonNegativeFloat = 0.0  # wall-clock budget, data preparation and validation included
+    eval_every: NonNegativeInt = 500  # steps between validations; 0 = once per epoch
+    eval_metric: Literal["bleu", "loss", "exact"] = "bleu"  # which validation score picks `best`
+    patience: NonNegativeInt = 0  # stop after this many validations without improvement; 0 = never
+    log_every: PositiveInt = 50
+    keep_checkpoints: PositiveInt = 5  # step checkpoints kept (for `s2s average`), besides `best`
     # captioning: from this step on, self-critical training (CIDEr-D reward, s2s.self_critical)
-    self_critical_from: int = 0  # 0 = cross-entropy throughout
-    self_critical_samples: int = 5  # captions sampled per image (each one's baseline: the others)
-    self_critical_images: int = 32  # images per batch
-    self_critical_lr: float = 5e-5  # constant lr of the self-critical steps
+    self_critical_from: NonNegativeInt = 0  # 0 = cross-entropy throughout
+    self_critical_samples: Annotated[int, Range(low=2)] = 5  # per image; each one's baseline: the others
+    self_critical_images: PositiveInt = 32  # images per batch
+    self_critical_lr: PositiveFloat = 5e-5  # constant lr of the self-critical steps
     seed: int = 1
-    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    threads: NonNegativeInt = 0  # torch intra-op threads; 0 = leave torch's default
     tensorboard: bool = False  # also write the metrics as TensorBoard scalars into RUN/tensorboard/
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    beam: int = 5
-    length_penalty: float = 1.0  # hypothesis score = sum of log-probs / length ** length_penalty
-    max_len_a: float = 1.5  # at most a * source length + b output tokens
-    max_len_b: int = 10
-    batch_size: int = 64  # sentences per batch
+    beam: PositiveInt = 5
+    length_penalty: NonNegativeFloat = 1.0  # hypothesis score = sum of log-probs / length ** this
+    coverage_penalty: NonNegativeFloat = 0.0  # beta of Wu et al. 2016 (coverage attention only)
+    max_len_a: NonNegativeFloat = 1.5  # at most a * source length + b output tokens
+    max_len_b: NonNegativeInt = 10
+    batch_size: PositiveInt = 64  # sentences per batch
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    model: Any  # the dataclass registered for `model.arch`
+    model: Any = field(metadata={"by_type": MODELS, "key": "arch"})  # the class's Config
     description: str = ""
-    task: str = "translation"  # translation | captioning
+    task: Literal["translation", "captioning"] = "translation"
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-
-
-# ------------------------------------------------------------------------------------------------
-# finding recipes
-
-
-def packaged_recipes() -> dict[str, Path]:
-    """Recipes shipped with s2s (the repository's `recipes/`, also inside an installed wheel)."""
-    root = importlib.resources.files("s2s.recipes")
-    return {Path(p.name).stem: Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml")}
-
-
-def find_recipe(name: str) -> Path:
-    """A path to a YAML file, `./recipes/NAME.yaml`, or a packaged recipe NAME."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise UserError(f"recipe file not found: {name}")
-        return path
-    local = Path("recipes") / f"{name}.yaml"
-    if local.is_file():
-        return local
-    shipped = packaged_recipes()
-    if name not in shipped:
-        raise UserError(f"unknown recipe {name!r}{did_you_mean(name, shipped)}; "
-                        "`s2s recipes` lists them, or pass a path to a .yaml file")
-    return shipped[name]
-
-
-def read_yaml(path: Path) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read recipe {path}: {str(e).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"recipe {path} must be a YAML mapping of sections")
-    return raw
 
 
 def load_recipe(name_or_path: str, overrides: tuple[str, ...] | list[str] = ()) -> Recipe:
@@ -161,10 +134,6 @@ def load_recipe(name_or_path: str, overrides: tuple[str, ...] | list[str] = ()) 
     raw = read_yaml(path)
     raw.setdefault("name", path.stem)
     return recipe_from_dict(apply_overrides(raw, overrides))
-
-
-# ------------------------------------------------------------------------------------------------
-# overrides, parsing and saving
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
@@ -189,13 +158,47 @@ def apply_overrides(raw: dict, overrides) -> dict:
 
 
 def recipe_from_dict(raw: dict) -> Recipe:
-    from s2s.models import MODEL_CONFIGS  # the model modules register their dataclasses
+    """Parse and check a whole recipe."""
+    recipe = parse_dataclass(Recipe, raw, "")
+    check_recipe(recipe)
+    return recipe
 
-    model = raw.get("model")
-    if not isinstance(model, dict) or "arch" not in model:
-        raise UserError(f"recipe needs model.arch (one of: {', '.join(MODEL_CONFIGS.names())})")
-    raw = {**raw, "model": parse_dataclass(MODEL_CONFIGS.get(model["arch"]), model, "model")}
-    return parse_dataclass(Recipe, raw, "")
+
+# ------------------------------------------------------------------------------------------------
+# rules between fields (the one place for them)
+
+
+def check_recipe(recipe: Recipe) -> None:
+    m, t, tok = recipe.model, recipe.train, recipe.tokenizer
+    if (recipe.task == "captioning") != (m.arch == "captioner"):
+        raise UserError(f"task {recipe.task!r} needs model.arch "
+                        f"{'captioner' if recipe.task == 'captioning' else 'rnn or transformer'}, "
+                        f"not {m.arch!r}")
+    if t.cooldown_steps and t.cooldown_steps > t.max_steps:
+        raise UserError(f"train.cooldown_steps ({t.cooldown_steps}) needs train.max_steps at least "
+                        f"as large (it is {t.max_steps})")
+    if t.self_critical_from and recipe.task != "captioning":
+        raise UserError("train.self_critical_from applies to captioning recipes only")
+    if getattr(m, "share_embeddings", False) and not tok.joint:
+        raise UserError("model.share_embeddings needs a joint vocabulary (tokenizer.joint: true)")
+    if getattr(m, "bidirectional", False) and m.hidden_dim % 2:
+        raise UserError(f"model.hidden_dim ({m.hidden_dim}) must be even for a bidirectional encoder")
+    for where, section in (("model", m), ("model.decoder", getattr(m, "decoder", None))):
+        if hasattr(section, "d_model") and section.d_model % section.heads:
+            raise UserError(f"{where}.d_model ({section.d_model}) must be divisible by "
+                            f"{where}.heads ({section.heads})")
+        cross = getattr(section, "cross_attention", None)
+        if cross is not None and cross.type == "none":
+            raise UserError(f"{where}.cross_attention cannot be none: the decoder reads the "
+                            "source through it")
+        heads = getattr(getattr(section, "attention", None), "heads", None)
+        if heads and section.hidden_dim % heads:
+            raise UserError(f"{where}.hidden_dim ({section.hidden_dim}) must be divisible by "
+                            f"{where}.attention.heads ({heads})")
+
+
+# ------------------------------------------------------------------------------------------------
+# parsing
 
 
 def parse_dataclass(cls, raw: dict, where: str):
@@ -204,36 +207,56 @@ def parse_dataclass(cls, raw: dict, where: str):
         return raw
     if not isinstance(raw, dict):
         raise UserError(f"{where or 'recipe'} must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = [f.name for f in fields(cls)]
+    by_type = {f.name: f.metadata for f in fields(cls) if "by_type" in f.metadata}
     values = {}
-    by_type = {f.name: f.metadata["by_type"] for f in fields(cls) if "by_type" in f.metadata}
     for key, value in raw.items():
         dotted = f"{where}.{key}" if where else str(key)
         if key not in names:
             raise UserError(f"unknown recipe key {dotted!r}{did_you_mean(str(key), names)}")
-        if key in by_type:  # a section whose dataclass is chosen by its `type` key
-            values[key] = parse_by_type(by_type[key], value, dotted)
+        if key in by_type:  # a section whose settings class is chosen by its `type` key
+            meta = by_type[key]
+            values[key] = parse_by_type(meta["by_type"], value, dotted, meta.get("key", "type"))
         else:
             values[key] = coerce(value, hints[key], dotted)
     try:
         return cls(**values)
-    except TypeError as e:  # a required key is missing
+    except (TypeError, UserError) as e:  # a required key is missing, or a rule of the section
         raise UserError(f"{where or 'recipe'}: {e}") from None
 
 
-def parse_by_type(registry, value, where: str):
-    """Parse a section with the dataclass that `registry` holds for its `type` value."""
-    if dataclasses.is_dataclass(value):
+def parse_by_type(registry, value, where: str, key: str = "type"):
+    """Parse a section with the settings class that `registry` holds for its `key` value."""
+    if value is None or dataclasses.is_dataclass(value):
         return value
-    if not isinstance(value, dict) or "type" not in value:
-        raise UserError(f"{where} needs a type (one of: {', '.join(registry.names())})")
-    return parse_dataclass(registry.get(value["type"]), value, where)
+    if not isinstance(value, dict) or key not in value:
+        raise UserError(f"{where} needs {'an' if key[0] in 'aeiou' else 'a'} {key} "
+                        f"(one of: {', '.join(registry.names())})")
+    name = value[key]
+    if not isinstance(name, str) or name not in registry:
+        raise UserError(f"unknown {where}.{key} {name!r}{did_you_mean(str(name), registry.names())}; "
+                        f"choose one of: {', '.join(registry.names())}")
+    return parse_dataclass(registry.get(name).Config, value, where)
 
 
 def coerce(value, hint, where: str):
     """Check (and gently convert: 1 -> 1.0, "1e-3" -> 0.001) a value against a type hint."""
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        base, *marks = typing.get_args(hint)
+        value = coerce(value, base, where)
+        for mark in marks:
+            problem = mark.check(value) if isinstance(mark, Range) else None
+            if problem:
+                raise UserError(f"recipe key {where!r} must be {problem}, got {value!r}")
+        return value
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value in choices:
+            return value
+        raise UserError(f"recipe key {where!r} must be one of {', '.join(map(str, choices))}; "
+                        f"not {value!r}{did_you_mean(str(value), [str(c) for c in choices])}")
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
@@ -273,38 +296,20 @@ def coerce(value, hint, where: str):
     raise UserError(f"recipe key {where!r} needs a {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
+# ------------------------------------------------------------------------------------------------
+# saving
+
+
 def recipe_to_dict(recipe: Recipe) -> dict:
+    """Plain dicts and lists; a section's `arch` or `type` comes first, as people write it."""
     def plain(x):
         if dataclasses.is_dataclass(x):
-            return {f.name: plain(getattr(x, f.name)) for f in fields(x)}
+            names = sorted((f.name for f in fields(x)), key=lambda n: n not in ("arch", "type"))
+            return {n: plain(getattr(x, n)) for n in names}
         return list(x) if isinstance(x, tuple) else x
 
     return plain(recipe)
 
 
-def save_recipe(recipe: Recipe, path: Path) -> None:
-    from s2s.checkpoint import atomic_write_text
-
+def save_recipe(recipe: Recipe, path) -> None:
     atomic_write_text(path, yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
-
-
-def list_recipes() -> list[tuple[str, str, str, str, str]]:
-    """(name, task, model, attention, dataset) for every packaged recipe."""
-    rows = []
-    for name, path in sorted(packaged_recipes().items()):
-        r = load_recipe(str(path))
-        rows.append((name, r.task, r.model.arch, attention_summary(r.model),
-                     r.data.dataset or r.data.path or ""))
-    return rows
-
-
-def attention_summary(model) -> str:
-    """'additive', 'multihead', 'additive + cbam + stn' ... for the recipe table."""
-    decoder = getattr(model, "decoder", model)
-    text = decoder.attention.type if hasattr(decoder, "attention") else "multihead"
-    encoder = getattr(model, "encoder", None)
-    if encoder is not None and encoder.attention != "none":
-        text += f" + {encoder.attention}"
-    if encoder is not None and encoder.spatial_transformer:
-        text += " + stn"
-    return text

@@ -1,4 +1,9 @@
-"""A tiny name -> class registry, so recipes can say `attention: {type: additive}`."""
+"""A tiny name -> class registry, so recipes can say `attention: {type: additive}`.
+
+An entry is a class that carries its recipe settings as a nested frozen dataclass `Config` (whose
+`type` or `arch` field is the name), so adding a mechanism or an architecture is one class and one
+`@REGISTRY.register(name)` line; the recipe parser finds the settings through the registry.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +28,12 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, *names: str) -> Callable[[T], T]:
+        """Register the decorated class under one or more names."""
         def add(entry: T) -> T:
-            assert name not in self._entries, f"{self.kind} {name!r} registered twice"
-            self._entries[name] = entry
+            for name in names:
+                assert name not in self._entries, f"{self.kind} {name!r} registered twice"
+                self._entries[name] = entry
             return entry
 
         return add

@@ -16,7 +16,8 @@ from s2s.checkpoint import load_weights, resolve_checkpoint
 from s2s.data.tokenizer import Tokenizer
 from s2s.errors import UserError
 from s2s.models import Seq2Seq, build_model
-from s2s.recipe import Recipe, read_yaml, recipe_from_dict
+from s2s.recipe import Recipe, recipe_from_dict
+from s2s.recipe_files import read_yaml
 
 RECIPE_FILE, TOKENIZER_DIR, CHECKPOINT_DIR, METRICS_FILE = (
     "recipe.yaml", "tokenizer", "checkpoints", "metrics.jsonl")

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from s2s.data.tokenizer import BOS, EOS
 from s2s.models.seq2seq import Seq2Seq, reorder_state
+from s2s.vocab import BOS, EOS
 
 
 @dataclass
@@ -25,6 +25,12 @@ class Hypothesis:
 
 def normalise(logprob: float, length: int, length_penalty: float) -> float:
     return logprob / (length ** length_penalty)
+
+
+def coverage_penalty(coverage: Tensor, beta: float) -> Tensor:
+    """beta * sum_j log(min(attention received by source token j, 1)) (Wu et al. 2016), per row;
+    padding positions hold 1 and add nothing. Clamped so an unattended token is not -inf."""
+    return beta * coverage.clamp(min=1e-10, max=1.0).log().sum(-1)
 
 
 def max_lengths(src_mask: Tensor, a: float, b: int, cap: int = 0) -> Tensor:
@@ -76,12 +82,14 @@ def greedy(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor,
 
 @torch.no_grad()
 def beam_search(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor, beam: int,
-                length_penalty: float = 1.0, n_best: int = 1) -> list[list[Hypothesis]]:
+                length_penalty: float = 1.0, n_best: int = 1,
+                coverage_beta: float = 0.0) -> list[list[Hypothesis]]:
     """Batched beam search; a sentence is done once it has `beam` finished hypotheses.
 
     Each step ranks the 2*beam best extensions of every sentence: finished ones (ending in EOS)
     among its top `beam` are kept aside, the best `beam` unfinished ones continue. With beam 1
-    this is exactly greedy search.
+    this is exactly greedy search. With `coverage_beta` > 0 and a model whose attention keeps
+    coverage, a finished hypothesis' score also gets Wu et al.'s coverage penalty.
     """
     device, batch = src.device, src.size(0)
     state = reorder_state(model.encode(src, src_mask),
@@ -98,6 +106,7 @@ def beam_search(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor, 
         logits, state, _ = model.step(state, prev)
         lprobs = torch.log_softmax(logits.float(), dim=-1)  # (b*K, V)
         vocab = lprobs.size(1)
+        coverage = model.coverage(state) if coverage_beta else None  # (b*K, S) after this step
         force_eos(lprobs, (max_len[alive] <= step + 1).repeat_interleave(beam))
         total = (scores[:, :, None] + lprobs.view(b, beam, vocab)).view(b, beam * vocab)
         top_scores, top_ids = total.topk(min(2 * beam, beam * vocab), dim=1)  # (b, 2K)
@@ -109,9 +118,11 @@ def beam_search(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor, 
         for r, c in (is_eos[:, :beam] & (top_scores[:, :beam] > float("-inf"))).nonzero().tolist():
             sent = alive[r].item()
             if len(finished[sent]) < beam:
-                seq = history[r * beam + origin[r, c]].tolist()
-                finished[sent].append(Hypothesis(seq, normalise(top_scores[r, c].item(), step + 1,
-                                                                length_penalty)))
+                row = r * beam + origin[r, c]
+                score = normalise(top_scores[r, c].item(), step + 1, length_penalty)
+                if coverage is not None:
+                    score += coverage_penalty(coverage[row], coverage_beta).item()
+                finished[sent].append(Hypothesis(history[row].tolist(), score))
         done = torch.tensor([len(finished[s]) >= beam for s in alive.tolist()], device=device)
         done |= max_len[alive] <= step + 1  # the forced EOS step finished every beam
 
@@ -139,8 +150,10 @@ def beam_search(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor, 
 
 
 def decode(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor, beam: int = 1,
-           length_penalty: float = 1.0, n_best: int = 1) -> list[list[Hypothesis]]:
+           length_penalty: float = 1.0, n_best: int = 1,
+           coverage_beta: float = 0.0) -> list[list[Hypothesis]]:
     """Greedy search for beam 1 (and n_best 1), beam search otherwise."""
     if beam <= 1 and n_best <= 1:
         return greedy(model, src, src_mask, max_len, length_penalty)
-    return beam_search(model, src, src_mask, max_len, max(beam, n_best), length_penalty, n_best)
+    return beam_search(model, src, src_mask, max_len, max(beam, n_best), length_penalty, n_best,
+                       coverage_beta)

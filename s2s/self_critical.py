@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from s2s.data.tokenizer import BOS, EOS
 from s2s.models.seq2seq import Seq2Seq, reorder_state
+from s2s.vocab import BOS, EOS
 
 SIGMA = 6.0  # CIDEr-D's length penalty width, in words
 

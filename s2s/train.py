@@ -1,5 +1,8 @@
 """The training loop: schedule, precision, validation, checkpoints, resume.
 
+The loop asks the objective (`s2s.objectives`) for each step's batches and gradients, and the
+task (through `s2s.prepare`) for the tokenizer and the data; it owns only the order of things.
+
 Everything that decides what happens next is saved with each checkpoint (step, epoch, position in
 the epoch's batch order, optimiser, learning-rate scale, RNG, best score, elapsed time), so
 `--resume` continues as if the run had never stopped. Ctrl-C (or SIGTERM) saves and exits.
@@ -18,25 +21,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from s2s import distributed as dist
 from s2s.checkpoint import (load_trainer_state, load_weights, prune_checkpoints, resolve_checkpoint,
                             save_checkpoint, set_pointer)
-from s2s.data.batching import Batch, TokenizedSplit, token_batches
-from s2s.data.captions import CaptionSplit, caption_lists
-from s2s.data.corpus import describe, load_split, text_pairs
-from s2s.data.tokenizer import PAD, Tokenizer
+from s2s.data.batching import token_batches
 from s2s.errors import UserError
 from s2s.evaluate import Scores, score
-from s2s.models import Seq2Seq, build_model
-from s2s.ops import linear_cross_entropy
-from s2s.recipe import Recipe, TrainConfig, recipe_to_dict, save_recipe
-from s2s.run import (CHECKPOINT_DIR, METRICS_FILE, RECIPE_FILE, TOKENIZER_DIR, autocast,
-                     load_run_recipe, pick_device, resolve_precision)
+from s2s.models import build_model
+from s2s.objectives import CrossEntropy, SelfCriticalObjective, TokenLoss, batch_loss, self_critical_at
+from s2s.prepare import run_splits, run_tokenizer
+from s2s.recipe import (Recipe, TrainConfig, apply_overrides, load_recipe, recipe_from_dict,
+                        recipe_to_dict, save_recipe)
+from s2s.run import (CHECKPOINT_DIR, METRICS_FILE, RECIPE_FILE, autocast, load_run_recipe,
+                     pick_device, resolve_precision)
 from s2s.search import decode, max_lengths
-from s2s.self_critical import SelfCritical
+from s2s.tasks import task_of
 from s2s.tensorboard_log import TensorBoardLog
 
 HIGHER_IS_BETTER = {"bleu": True, "exact": True, "loss": False}
@@ -45,11 +46,6 @@ HIGHER_IS_BETTER = {"bleu": True, "exact": True, "loss": False}
 def say(message: str) -> None:
     """Log lines reach a file or pipe as they happen, not when a buffer fills."""
     print(message, flush=True)
-
-
-def self_critical_at(cfg: TrainConfig, step: int) -> bool:
-    """Whether optimiser step `step` (1-based) is a self-critical one."""
-    return bool(cfg.self_critical_from) and step > cfg.self_critical_from
 
 
 def learning_rate(cfg: TrainConfig, step: int, scale: float) -> float:
@@ -70,32 +66,6 @@ def learning_rate(cfg: TrainConfig, step: int, scale: float) -> float:
     if cfg.cooldown_steps and left < cfg.cooldown_steps:
         lr = cfg.min_lr + (lr - cfg.min_lr) * max(left + 1, 0) / cfg.cooldown_steps
     return lr
-
-
-class TokenLoss(nn.Module):
-    """Summed (label-smoothed) cross-entropy over real target tokens.
-
-    Padding is removed before the projection onto the vocabulary, the most expensive layer, and
-    the projection and the loss are fused (`s2s.ops`). A module, so that DDP can wrap the whole
-    forward pass.
-    """
-
-    def __init__(self, model: Seq2Seq, smoothing: float):
-        super().__init__()
-        self.model, self.smoothing = model, smoothing
-
-    def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor,
-                tgt_out: torch.Tensor) -> torch.Tensor:
-        features, weights = self.model.forward_features(src, src_mask, tgt_in)  # (B, T, D)
-        keep = tgt_out != PAD  # (B, T)
-        out = self.model.generator
-        loss = linear_cross_entropy(features[keep], out.weight, out.bias, tgt_out[keep],
-                                    self.smoothing)  # (N, V) logits never materialised
-        return loss + self.model.regularizer(weights, keep)
-
-
-def batch_loss(loss: nn.Module, batch: Batch) -> torch.Tensor:
-    return loss(batch.src, batch.src_mask, batch.tgt_in, batch.tgt_out)
 
 
 @dataclass
@@ -121,26 +91,15 @@ class Trainer:
         self.precision = resolve_precision(self.cfg.precision, self.device)
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
-        if self.cfg.eval_metric not in HIGHER_IS_BETTER:
-            raise UserError(f"train.eval_metric must be one of {', '.join(HIGHER_IS_BETTER)}")
-        if self.cfg.schedule not in ("constant", "inverse_sqrt", "plateau"):
-            raise UserError("train.schedule must be constant, inverse_sqrt or plateau, "
-                            f"not {self.cfg.schedule!r}")
-        if self.cfg.cooldown_steps and self.cfg.cooldown_steps > self.cfg.max_steps:
-            raise UserError(f"train.cooldown_steps ({self.cfg.cooldown_steps}) needs train.max_steps "
-                            f"at least as large (it is {self.cfg.max_steps})")
-        if self.cfg.self_critical_from and recipe.task != "captioning":
-            raise UserError("train.self_critical_from applies to captioning recipes only")
-        if self.cfg.self_critical_from and self.cfg.self_critical_samples < 2:
-            raise UserError("train.self_critical_samples must be at least 2 (each sample's "
-                            "baseline is the mean reward of the image's other samples)")
         self.tensorboard = (TensorBoardLog(run_dir) if self.cfg.tensorboard and dist.is_main()
                             else None)
         torch.manual_seed(self.cfg.seed)
-        self.tokenizer = self._tokenizer()
+        task = task_of(recipe)
+        self.tokenizer = run_tokenizer(recipe, task, self.run_dir, log)
         self.model = build_model(recipe.model, self.tokenizer.src_vocab_size,
                                  self.tokenizer.tgt_vocab_size)
-        self.train_data, self.valid_data, self.train_rows = self._data()
+        self.train_data, self.valid_data, self.train_rows = run_splits(
+            recipe, task, self.tokenizer, self.model, self.run_dir, log)
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr,
                                            betas=self.cfg.betas, weight_decay=self.cfg.weight_decay)
@@ -148,56 +107,18 @@ class Trainer:
         self._ranks_checked, self._saved_step = False, -1
         if resume:
             self._restore()
-        self.loss = dist.wrap(TokenLoss(self.model, self.cfg.label_smoothing), self.device)
-        self.self_critical = (SelfCritical(self.model, self.tokenizer, self.train_data.references,
-                                           self.cfg.self_critical_samples, recipe.decode.max_len_b)
+        self.cross_entropy = CrossEntropy(self.model, self.train_data, self.cfg, self.device,
+                                          self.precision)
+        self.self_critical = (SelfCriticalObjective(self.model, self.train_data, self.tokenizer,
+                                                    self.cfg, recipe.decode.max_len_b, self.device,
+                                                    self.precision)
                               if self.cfg.self_critical_from else None)
 
+    def objective_at(self, step: int):
+        """The objective of optimiser step `step` (1-based)."""
+        return self.self_critical if self_critical_at(self.cfg, step) else self.cross_entropy
+
     # -- set-up ----------------------------------------------------------------------------------
-
-    def _tokenizer(self) -> Tokenizer:
-        folder = self.run_dir / TOKENIZER_DIR
-        if folder.exists():
-            return Tokenizer.load(folder)
-        if dist.is_main():
-            data, raw = self.recipe.data, load_split(self.recipe.data, "train")
-            self.log(f"training {self.recipe.tokenizer.type} tokenizer "
-                     f"({self.recipe.tokenizer.vocab_size} pieces) on {len(raw):,} examples")
-            if self.recipe.task == "captioning":
-                captions = [c for caps in caption_lists(raw, data) for c in caps]
-                Tokenizer.train(self.recipe.tokenizer, [], captions, folder)
-            else:
-                pairs = text_pairs(raw, data)
-                column = lambda name: (t for b in pairs.iter(batch_size=10_000) for t in b[name])  # noqa: E731
-                Tokenizer.train(self.recipe.tokenizer, column("src"), column("tgt"), folder)
-        dist.barrier()
-        return Tokenizer.load(folder)
-
-    def _split(self, split: str):
-        data, cache = self.recipe.data, self.run_dir / "cache"
-        if self.recipe.task == "captioning":
-            return CaptionSplit(load_split(data, split), data, self.tokenizer, self.model, cache, split)
-        return TokenizedSplit(text_pairs(load_split(data, split), data), self.tokenizer, cache, split)
-
-    def _data(self):
-        data = self.recipe.data
-        splits = {}
-        for split in ("train", "validation"):
-            if dist.is_main():  # rank 0 tokenises and caches; the others read the cache
-                splits[split] = self._split(split)
-            dist.barrier()
-            if not dist.is_main():
-                splits[split] = self._split(split)
-        train = splits["train"]
-        rows = train.rows_within(data.max_src_len, data.max_tgt_len)
-        dropped = len(train) - len(rows)
-        self.log(f"data {describe(data)}: {len(rows):,} training examples"
-                 + (f" ({dropped:,} dropped: empty or longer than "
-                    f"{data.max_src_len}/{data.max_tgt_len} tokens)" if dropped else "")
-                 + f", {len(splits['validation']):,} validation examples")
-        if len(rows) == 0:
-            raise UserError(f"no training pairs left in {describe(data)} after length filtering")
-        return train, splits["validation"], rows
 
     def _restore(self) -> None:
         where = resolve_checkpoint(self.run_dir, "last")
@@ -217,14 +138,8 @@ class Trainer:
 
         Rows of the split, or, once self-critical training has begun, image indices."""
         rng = np.random.default_rng([self.cfg.seed, epoch])
-        data = self.train_data
-        if self_critical_at(self.cfg, self.progress.step + 1):
-            images = rng.permutation(np.unique(data.image_of_row[self.train_rows]))
-            n = self.cfg.self_critical_images
-            return dist.shard([images[i:i + n] for i in range(0, len(images), n)])
-        batches = token_batches(data.src_lens, data.tgt_lens, self.train_rows,
-                                self.cfg.batch_tokens, rng, by_length=data.length_buckets)
-        return dist.shard(batches)
+        objective = self.objective_at(self.progress.step + 1)
+        return dist.shard(objective.batches(self.train_rows, rng))
 
     def finished(self) -> bool:
         """Whether a limit is reached; under DDP all ranks stop together (clocks differ)."""
@@ -284,48 +199,18 @@ class Trainer:
     def train_step(self, group: list[np.ndarray]) -> float:
         """One optimiser step; returns the loss per token (or, self-critical, the mean reward)."""
         p = self.progress
-        self_critical = self_critical_at(self.cfg, p.step + 1)
-        # self-critical samples come from the model as it decodes, without dropout
-        self.model.train(not self_critical)
+        objective = self.objective_at(p.step + 1)
+        self.model.train(objective.dropout)
         p.step += 1
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = learning_rate(self.cfg, p.step, p.lr_scale)
-        if self_critical:
-            value, tokens = self._self_critical_gradients(group)
-        else:
-            value, tokens = self._cross_entropy_gradients(group)
+        value, tokens = objective.gradients(group)
         if self.cfg.clip_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         p.target_tokens += tokens
         return value
-
-    def _cross_entropy_gradients(self, group: list[np.ndarray]) -> tuple[float, int]:
-        batches = [self.train_data.batch(rows).to(self.device) for rows in group]
-        tokens = dist.all_sum(sum(b.target_tokens for b in batches))
-        total = 0.0
-        for i, batch in enumerate(batches):
-            with dist.no_sync_unless(self.loss, i == len(batches) - 1):
-                with autocast(self.device, self.precision):
-                    loss = batch_loss(self.loss, batch)
-                # the gradient of the mean over every token of every rank (DDP averages ranks)
-                (loss * dist.world_size() / tokens).backward()
-            total += loss.item()
-        return dist.all_sum(total) / tokens, tokens
-
-    def _self_critical_gradients(self, group: list[np.ndarray]) -> tuple[float, int]:
-        samples = dist.all_sum(sum(len(images) for images in group) * self.cfg.self_critical_samples)
-        rewards, tokens = [], 0
-        for images in group:
-            src = self.train_data.images(images).to(self.device)
-            with autocast(self.device, self.precision):
-                loss, batch_rewards, batch_tokens = self.self_critical.loss(src, images)
-            (loss * dist.world_size() / samples).backward()  # the mean over every rank's samples
-            rewards += batch_rewards
-            tokens += batch_tokens
-        dist.average_gradients(self.model)  # the samples did not go through DDP's forward
-        return dist.all_sum(sum(rewards)) / samples, dist.all_sum(tokens)
 
     # -- validation and checkpoints --------------------------------------------------------------
 
@@ -405,7 +290,7 @@ class Trainer:
     def _log_train(self, bar, loss: float, speed: float) -> None:
         p, c = self.progress, self.cfg
         lr = self.optimizer.param_groups[0]["lr"]
-        name = "reward" if self_critical_at(c, p.step) else "loss"
+        name = self.objective_at(p.step).name
         eta = ""
         if c.max_minutes:
             eta = f" | {max(60 * c.max_minutes - p.elapsed, 0) / 60:.1f} min left"
@@ -469,6 +354,24 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool) ->
         save_recipe(recipe, run_dir / RECIPE_FILE)
     dist.barrier()
     return recipe
+
+
+def resolve_recipe(name: str, overrides, run_dir: Path | None, resume: bool) -> tuple[Recipe, Path]:
+    """The recipe `s2s train NAME` runs and its run directory.
+
+    NAME is a recipe name or file (run directory: runs/NAME unless given), or a run directory.
+    Resuming a run uses its saved recipe (plus this call's overrides), so later changes to the
+    recipe file do not change a run half-way.
+    """
+    if (Path(name) / RECIPE_FILE).is_file():  # a run directory
+        saved = load_run_recipe(Path(name))
+        return recipe_from_dict(apply_overrides(recipe_to_dict(saved), overrides)), run_dir or Path(name)
+    recipe = load_recipe(name, overrides)
+    run_dir = run_dir or Path("runs") / recipe.name
+    if resume and (run_dir / RECIPE_FILE).is_file():
+        saved = load_run_recipe(run_dir)
+        recipe = recipe_from_dict(apply_overrides(recipe_to_dict(saved), overrides))
+    return recipe, run_dir
 
 
 def train(recipe: Recipe, run_dir: Path, device: str = "auto", resume: bool = False,

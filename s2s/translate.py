@@ -8,6 +8,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from s2s.alignment.forced import align
+from s2s.alignment.metrics import pharaoh, select
 from s2s.data.batching import collate, token_batches
 from s2s.errors import UserError
 from s2s.run import Run, autocast
@@ -21,13 +23,15 @@ class DecodeOptions:
     beam: int = 5
     n_best: int = 1
     length_penalty: float = 1.0
+    coverage_penalty: float = 0.0  # beta of Wu et al. 2016; needs coverage attention
     batch_size: int = 64
     max_len: int = 0  # cap on output tokens; 0 = the recipe's a * source length + b
 
     @classmethod
     def from_run(cls, run: Run, **overrides) -> "DecodeOptions":
         d = run.recipe.decode
-        base = dict(beam=d.beam, length_penalty=d.length_penalty, batch_size=d.batch_size)
+        base = dict(beam=d.beam, length_penalty=d.length_penalty,
+                    coverage_penalty=d.coverage_penalty, batch_size=d.batch_size)
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -51,7 +55,7 @@ def translate_ids(run: Run, sources: list[list[int]], opts: DecodeOptions) -> li
         with torch.inference_mode(), autocast(run.device, run.precision):
             limit = max_lengths(batch.src_mask, d.max_len_a, d.max_len_b, opts.max_len)
             hyps = decode(run.model, batch.src, batch.src_mask, limit, opts.beam,
-                          opts.length_penalty, opts.n_best)
+                          opts.length_penalty, opts.n_best, opts.coverage_penalty)
         for i, nbest in zip(index.tolist(), hyps):
             texts = run.tokenizer.decode_tgt([h.tokens for h in nbest])
             results[i] = [Translation(t, h.score, h.tokens) for t, h in zip(texts, nbest)]
@@ -74,14 +78,12 @@ def translate(run: Run, texts: list[str], opts: DecodeOptions) -> list[list[Tran
 def add_links(run: Run, sources: list[str], results: list[list[Translation]],
               layer: int | str, head: int | str) -> None:
     """Attach word alignments (Pharaoh) of every hypothesis, from one teacher-forced pass."""
-    from s2s.aligner import align, pharaoh_lines
-
     pairs = [(s, t) for s, nbest in zip(sources, results) for t in nbest]
     if not pairs:
         return
     items = align(run, [s for s, _ in pairs], [t.text for _, t in pairs])
-    for (_, t), links in zip(pairs, pharaoh_lines(items, layer, head)):
-        t.links = links
+    for (_, t), item in zip(pairs, items):
+        t.links = pharaoh(select(item.words()[2], layer, head))
 
 
 def translate_stream(run: Run, lines: Iterable[str], opts: DecodeOptions, buffer: int,

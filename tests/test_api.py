@@ -78,7 +78,15 @@ def test_attention_of_a_forced_target_and_a_chosen_layer_and_head(transformer_ru
     assert one["extra"]["layer"] == 1 and one["extra"]["head"] == 0
     mean = model.attention(SENTENCES[0], target="1998-07-04", layer="all", head="mean")
     np.testing.assert_allclose(np.array(mean["weights"])[:, 0], weights.mean(1), rtol=1e-5)
-    assert model.attention(SENTENCES[0], target="1998-07-04", kind="cross") == full
+    cross = model.attention(SENTENCES[0], target="1998-07-04", kind="cross")
+    assert cross == {k: v for k, v in full.items() if k not in ("encoder_self", "decoder_self")}
+    assert {"encoder_self", "decoder_self"} <= full.keys()  # a Transformer has every kind
+    decoder = model.attention(SENTENCES[0], target="1998-07-04", kind="decoder-self", layer=0, head=1)
+    assert "weights" not in decoder and "encoder_self" not in decoder
+    rows = len(full["decoder_self"]["rows"])
+    assert decoder["decoder_self"]["shape"] == [1, 1, rows, rows]
+    np.testing.assert_allclose(np.array(decoder["decoder_self"]["weights"])[0, 0],
+                               np.array(full["decoder_self"]["weights"])[0, 1], rtol=1e-6)
 
 
 def test_the_kinds_a_record_holds_are_kept_or_chosen():

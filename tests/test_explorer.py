@@ -135,6 +135,9 @@ def test_type_a_sentence_see_the_heatmap_and_hover_words(browser, server, tmp_pa
     assert len(browser.find_elements(By.CSS_SELECTOR, "#hypotheses li")) == len(
         hyps["translations"][0]["hypotheses"])
 
+    kinds = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#kind option")]
+    assert kinds == ["cross", "encoder-self", "decoder-self"]  # the kinds the record holds
+
     # the default view: the alignment layer (0 of 2), heads averaged
     row = 2
     hover(browser, chips(browser, "row")[row])
@@ -172,6 +175,7 @@ def test_a_hypothesis_or_a_target_of_ones_own_is_forced(browser, server):
     from selenium.webdriver.common.by import By
 
     open_sentence(browser, server, "tiny")
+    assert [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#kind option")] == ["cross"]
     items = browser.find_elements(By.CSS_SELECTOR, "#hypotheses li")
     status, hyps = call(server, "POST", "/v1/translate", {"model": "tiny", "text": [SENTENCE],
                                                           "n_best": 5, "beam": 5})

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from s2s.aligner import align, forced_weights
+from s2s.alignment.forced import align, forced_weights
 from s2s.attention import record_attention
 from s2s.cli import cli
 from s2s.data.tokenizer import BOS, EOS
@@ -150,3 +150,44 @@ def test_evaluate_reports_dates_alignment_accuracy_and_attention_statistics(trai
     dates = report["dates_alignment"]
     assert 0.0 <= dates["accuracy"] <= 100.0 and dates["default"] == "layer 0 head 0"
     assert report["attention"]["mean_entropy"] >= 0.0
+
+
+def test_every_head_of_every_kind_is_recorded(transformer_run):
+    run = Run.open(transformer_run, device="cpu")
+    item = align(run, [SENTENCE], ["1998-07-04"])[0]
+    s, t = len(item.src_pieces), len(item.tgt_pieces)
+    assert item.kinds["cross"].shape == (2, 2, t, s)
+    assert item.kinds["encoder-self"].shape == (2, 2, s, s)
+    assert item.kinds["decoder-self"].shape == (2, 2, t, t)
+    for weights in item.kinds.values():
+        np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+    causal = item.kinds["decoder-self"]
+    assert np.triu(causal, k=1).max() == 0  # no step looks at a later target position
+
+
+@pytest.mark.parametrize("kind", ["encoder-self", "decoder-self", "encoder-rollout"])
+def test_inspect_shows_self_attention_and_rollout(transformer_run, kind):
+    result = invoke("inspect", transformer_run, SENTENCE, "--target", "1998-07-04", "--kind", kind,
+                    "--no-color")
+    assert result.exit_code == 0, result.output
+    assert (kind in result.output.splitlines()[0]) or kind == "encoder-rollout"
+
+
+def test_exports_hold_every_kind(transformer_run, tmp_path):
+    from s2s.alignment import load_matrices, rollout
+
+    for suffix in ("json", "npz"):
+        out = tmp_path / f"m.{suffix}"
+        result = invoke("inspect", transformer_run, SENTENCE, "--target", "1998-07-04", "-o", out)
+        assert result.exit_code == 0, result.output
+        saved = load_matrices(out)
+        s, t = len(saved["src_tokens"]), len(saved["tgt_tokens"])
+        assert saved["encoder_self"]["weights"].shape == (2, 2, s, s)
+        assert saved["decoder_self"]["weights"].shape == (2, 2, t, t)
+        assert saved["decoder_self"]["columns"][0] == "<s>"
+        np.testing.assert_allclose(rollout(saved["encoder_self"]["weights"]).sum(-1), 1.0)
+
+
+def test_an_rnn_has_no_self_attention_to_show(trained_run):
+    result = invoke("inspect", trained_run, SENTENCE, "--kind", "encoder-self")
+    assert result.exit_code == 2 and "no encoder-self attention" in result.output

@@ -3,14 +3,15 @@
 import pytest
 import torch
 
-from s2s.attention import AttentionConfig
+from s2s.attention import ATTENTION, attention_config
 from s2s.models import build_model
 from s2s.models.rnn import RNNConfig
 
 from conftest import step_through
 
-VARIANTS = [dict(attention=AttentionConfig(type=t, heads=2), input_feed=feed, cell=cell)
-            for t in ("additive", "dot", "general", "scaled_dot", "multihead", "none")
+VARIANTS = [dict(attention=attention_config(t, **({"heads": 2} if t == "multihead" else {})),
+                 input_feed=feed, cell=cell)
+            for t in ATTENTION.names()
             for feed in (True, False) for cell in ("gru", "lstm")]
 
 
@@ -54,7 +55,7 @@ def test_encoder_ignores_padding():
 def test_no_attention_decoder_sees_one_fixed_context():
     """The baseline's context is the same vector C at every step, whatever the query."""
     torch.manual_seed(0)
-    model = build_model(RNNConfig(emb_dim=16, hidden_dim=32, attention=AttentionConfig("none")),
+    model = build_model(RNNConfig(emb_dim=16, hidden_dim=32, attention=attention_config("none")),
                         30, 30).eval()
     src, mask, _ = batch()
     state = model.encode(src, mask)
@@ -88,3 +89,25 @@ def test_training_lowers_the_loss():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-10:]) / 10 < 0.5 < 0.2 * losses[0]
+
+
+TRANSFORMER_CROSS = [t for t in ATTENTION.names() if t != "none"]
+
+
+@pytest.mark.parametrize("kind", TRANSFORMER_CROSS)
+def test_any_mechanism_as_transformer_cross_attention_steps_equal_teacher_forcing(kind):
+    """`model.cross_attention: {type: ...}`: every registered mechanism, stateful ones included."""
+    from s2s.models.transformer import TransformerConfig
+
+    torch.manual_seed(0)
+    cross = attention_config(kind, **({"heads": 2} if kind == "multihead" else {}))
+    model = build_model(TransformerConfig(d_model=16, heads=2, ffn_dim=32, enc_layers=1,
+                                          dec_layers=2, dropout=0.0, cross_attention=cross),
+                        30, 30).eval()
+    src, mask, tgt = batch()
+    logits, weights = model(src, mask, tgt)
+    steps, step_weights, _ = step_through(model, src, mask, tgt)
+    torch.testing.assert_close(steps, logits, rtol=1e-4, atol=1e-5)
+    if weights is not None:  # single-head mechanisms always return theirs
+        assert weights.shape == (3, 2, 1, 5, 7)
+        torch.testing.assert_close(torch.cat(step_weights, 3), weights, rtol=1e-4, atol=1e-5)

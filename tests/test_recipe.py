@@ -4,7 +4,8 @@ import pytest
 
 from s2s.errors import UserError
 from s2s.models import build_model
-from s2s.recipe import load_recipe, packaged_recipes, recipe_to_dict, recipe_from_dict
+from s2s.recipe import load_recipe, recipe_to_dict, recipe_from_dict
+from s2s.recipe_files import packaged_recipes
 
 
 @pytest.mark.parametrize("name", sorted(packaged_recipes()))
@@ -31,6 +32,19 @@ def test_overrides_reach_nested_keys_and_convert_types():
     ("train.max_steps=1.5", "'train.max_steps' needs a int"),
     ("train.betas=[0.9]", "'train.betas' needs a list of 2 values"),
     ("model.arch=lstm", "unknown model.arch 'lstm'"),
+    ("model.cell=lstn", 'must be one of gru, lstm; not \'lstn\' \\(did you mean "lstm"\\?\\)'),
+    ("model.attention.type=locl_p", 'unknown model.attention.type \'locl_p\' \\(did you mean "local_p"\\?\\)'),
+    ("model.hidden_dim=-2", "'model.hidden_dim' must be at least 1, got -2"),
+    ("model.dropout=1", "'model.dropout' must be less than 1"),
+    ("tokenizer.vocab_size=0", "'tokenizer.vocab_size' must be at least 8, got 0"),
+    ("tokenizer.type=sentencepiece", "'tokenizer.type' must be one of unigram, bpe, char, word"),
+    ("train.lr=0", "'train.lr' must be greater than 0"),
+    ("train.batch_tokens=0", "'train.batch_tokens' must be at least 1"),
+    ("train.schedule=cosine", "'train.schedule' must be one of constant, inverse_sqrt, plateau"),
+    ("train.precision=fp16", "'train.precision' must be one of auto, fp32, bf16"),
+    ("train.eval_metric=ter", "'train.eval_metric' must be one of"),
+    ("decode.beam=0", "'decode.beam' must be at least 1"),
+    ("model.hidden_dim=63", "must be even for a bidirectional encoder"),
     ("nonsense", "must look like key.path=value"),
 ])
 def test_bad_overrides_name_the_key(override, message):
@@ -47,3 +61,24 @@ def test_recipe_file_by_path(tiny_recipe):
     assert load_recipe(str(tiny_recipe)).name == "tiny"
     with pytest.raises(UserError, match="not found"):
         load_recipe(str(tiny_recipe.with_name("missing.yaml")))
+
+
+def test_a_bad_value_is_refused_before_anything_is_written(tiny_recipe, tmp_path):
+    from click.testing import CliRunner
+
+    from s2s.cli import cli
+
+    run_dir = tmp_path / "never"
+    result = CliRunner().invoke(cli, ["train", str(tiny_recipe), "--run-dir", str(run_dir),
+                                      "--set", "model.cell=lstn"])
+    assert result.exit_code == 2 and "model.cell" in result.output
+    assert "Traceback" not in result.output and not run_dir.exists()
+
+
+def test_new_mechanism_settings_are_typed_like_every_other_key():
+    r = load_recipe("dates-rnn-bahdanau", ["model.attention={type: local_p, window: 3}"])
+    assert r.model.attention.type == "local_p" and r.model.attention.window == 3
+    with pytest.raises(UserError, match="'model.attention.window' must be at least 1"):
+        load_recipe("dates-rnn-bahdanau", ["model.attention={type: local_p, window: 0}"])
+    with pytest.raises(UserError, match="unknown recipe key 'model.attention.window'"):
+        load_recipe("dates-rnn-bahdanau", ["model.attention={type: additive, window: 3}"])

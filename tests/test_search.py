@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from s2s.attention import AttentionConfig
+from s2s.attention import ATTENTION, attention_config
 from s2s.data.tokenizer import BOS, EOS
 from s2s.models import Seq2Seq, build_model
 from s2s.models.rnn import RNNConfig
@@ -100,7 +100,8 @@ def test_output_is_cut_at_the_length_budget():
 
 def real_model(attention="additive", seed=0):
     torch.manual_seed(seed)
-    cfg = RNNConfig(emb_dim=16, hidden_dim=32, attention=AttentionConfig(type=attention),
+    settings = {"heads": 2} if attention == "multihead" else {}
+    cfg = RNNConfig(emb_dim=16, hidden_dim=32, attention=attention_config(attention, **settings),
                     init_scale=0.5, dropout=0.0)
     return build_model(cfg, 40, 40).eval()
 
@@ -114,7 +115,7 @@ def random_sources(n=6, seed=0):
     return src, src != 0
 
 
-@pytest.mark.parametrize("attention", ["additive", "general", "none"])
+@pytest.mark.parametrize("attention", ATTENTION.names())
 def test_beam_one_equals_greedy(attention):
     model = real_model(attention)
     src, mask = random_sources()
@@ -136,3 +137,26 @@ def test_beam_output_does_not_depend_on_batch_composition():
                             n_best=2)[0]
         assert [h.tokens for h in alone] == [h.tokens for h in together[i]]
         assert [h.score for h in alone] == pytest.approx([h.score for h in together[i]], abs=1e-4)
+
+
+def test_coverage_penalty_adds_wu_et_al_term_to_finished_scores():
+    """score = log p / length**lp + beta * sum_j log(min(attention received by j, 1))."""
+    from s2s.search import coverage_penalty
+
+    model = real_model("coverage", seed=2)
+    src, mask = random_sources(4, seed=5)
+    limit = max_lengths(mask, 1.5, 4)
+    plain = beam_search(model, src, mask, limit, beam=3)
+    penalised = beam_search(model, src, mask, limit, beam=3, coverage_beta=0.5)
+    for i, (a, b) in enumerate(zip(plain, penalised)):
+        tokens = torch.tensor([[BOS] + b[0].tokens])
+        with torch.no_grad():
+            _, weights = model(src[i:i + 1], mask[i:i + 1], tokens)  # (1, 1, 1, T + 1, S)
+        received = weights[0, 0, 0].sum(0).masked_fill(~mask[i], 1.0)
+        with torch.no_grad():
+            logits, _ = model(src[i:i + 1], mask[i:i + 1], tokens)
+        target = torch.tensor(b[0].tokens + [EOS])
+        logprob = torch.log_softmax(logits[0], -1).gather(1, target[:, None]).sum().item()
+        expected = logprob / len(target) + coverage_penalty(received, 0.5).item()
+        assert b[0].score == pytest.approx(expected, abs=1e-4)
+        assert b[0].score <= a[0].score + 1e-6 or b[0].tokens != a[0].tokens

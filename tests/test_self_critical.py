@@ -108,9 +108,10 @@ def test_captioning_switches_to_self_critical_training_and_resumes_exactly(scst_
 
 
 def test_self_critical_needs_a_captioning_recipe_and_two_samples(tmp_path, tiny_recipe):
-    with pytest.raises(UserError, match="captioning recipes only"):
+    with pytest.raises(UserError, match="captioning recipes only"):  # when the recipe is loaded
         train(load_recipe(str(tiny_recipe), ["train.self_critical_from=2"]), tmp_path / "a",
               device="cpu", log=lambda *a: None)
     with pytest.raises(UserError, match="at least 2"):
         train(shapes_recipe(tmp_path, "train.self_critical_samples=1"), tmp_path / "b",
               device="cpu", log=lambda *a: None)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing written

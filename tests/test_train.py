@@ -132,7 +132,6 @@ def test_cooldown_takes_the_lr_linearly_down_to_min_lr_by_the_last_step():
 def test_a_cooldown_longer_than_the_run_is_a_clear_error(tmp_path):
     from conftest import TINY, write_recipe
 
-    recipe = load_recipe(str(write_recipe(tmp_path / "tiny.yaml", TINY)),
-                         ["train.max_steps=5", "train.cooldown_steps=10"])
-    with pytest.raises(UserError, match="cooldown_steps"):
-        Trainer(recipe, tmp_path / "run", **QUIET)
+    with pytest.raises(UserError, match="cooldown_steps"):  # when the recipe is loaded
+        load_recipe(str(write_recipe(tmp_path / "tiny.yaml", TINY)),
+                    ["train.max_steps=5", "train.cooldown_steps=10"])

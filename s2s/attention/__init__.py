@@ -1,49 +1,57 @@
 """The shared attention modules, used by text and vision models alike.
 
 `build_attention(config, query_dim, key_dim)` turns a recipe's `attention:` section into a
-module; `ATTENTION.names()` lists the choices.
+module; `ATTENTION.names()` lists the choices. A new mechanism is one class with a nested
+`Config` and one `@ATTENTION.register(name)` line (see `scored.py` and, for a small example,
+`kernel.py`); importing its module here registers it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from torch import nn
 
 from s2s.attention.additive import AdditiveAttention
-from s2s.attention.core import (Attended, as_attention_mask, causal_mask, masked_softmax,
-                                padding_mask, record_attention, recording)
-from s2s.attention.dot import DotAttention, MultiHeadAttention
+from s2s.attention.core import (ATTENTION, Attended, Attention, as_attention_mask, causal_mask,
+                                masked_softmax, padding_mask, query_key_mask, record_attention,
+                                recording)
+from s2s.attention.coverage import CoverageAttention
+from s2s.attention.dot import DotAttention
 from s2s.attention.kernel import GaussianKernelAttention
-from s2s.registry import Registry
+from s2s.attention.local import LocalPredictiveAttention
+from s2s.attention.location import LocationAwareAttention
+from s2s.attention.multihead import MultiHeadAttention
+from s2s.attention.recorder import Recorder
+from s2s.attention.scored import AttentionState, ScoredAttention, TextAttention
 
-__all__ = ["Attended", "AttentionConfig", "ATTENTION", "AdditiveAttention", "DotAttention",
-           "GaussianKernelAttention", "MultiHeadAttention", "as_attention_mask", "build_attention",
-           "causal_mask", "masked_softmax", "padding_mask", "record_attention", "recording"]
-
-
-@dataclass(frozen=True)
-class AttentionConfig:
-    """Recipe section `model.attention`."""
-
-    type: str = "additive"  # none | additive | dot | general | scaled_dot | multihead | gaussian
-    dim: int = 0  # hidden size of the additive score; 0 = the query size
-    heads: int = 1  # multihead only
-    dropout: float = 0.0  # multihead only
+__all__ = ["ATTENTION", "AdditiveAttention", "Attended", "Attention", "AttentionState",
+           "CoverageAttention", "DotAttention", "GaussianKernelAttention",
+           "LocalPredictiveAttention", "LocationAwareAttention", "MultiHeadAttention",
+           "NoAttention", "Recorder", "ScoredAttention", "TextAttention", "as_attention_mask",
+           "attention_config", "build_attention", "causal_mask", "masked_softmax",
+           "padding_mask", "query_key_mask", "record_attention", "recording"]
 
 
-ATTENTION: Registry = Registry("attention type")
-ATTENTION.register("none")(None)
-ATTENTION.register("additive")(lambda cfg, q, k: AdditiveAttention(q, k, cfg.dim or None))
-ATTENTION.register("dot")(lambda cfg, q, k: DotAttention(q, k, "dot"))
-ATTENTION.register("general")(lambda cfg, q, k: DotAttention(q, k, "general"))
-ATTENTION.register("scaled_dot")(lambda cfg, q, k: DotAttention(q, k, "scaled"))
-ATTENTION.register("multihead")(
-    lambda cfg, q, k: MultiHeadAttention(q, cfg.heads, key_dim=k, dropout=cfg.dropout))
-ATTENTION.register("gaussian")(lambda cfg, q, k: GaussianKernelAttention(q, k))
+@ATTENTION.register("none")
+class NoAttention:
+    """`type: none`: no attention module at all; the RNN decoder then sees one fixed context C."""
+
+    @dataclass(frozen=True)
+    class Config:
+        type: Literal["none"] = "none"
+
+    @classmethod
+    def from_config(cls, cfg: Config, query_dim: int, key_dim: int) -> None:
+        return None
 
 
-def build_attention(config: AttentionConfig, query_dim: int, key_dim: int) -> nn.Module | None:
-    """The module a recipe names, or None for `type: none` (the fixed-context baseline)."""
-    factory = ATTENTION.get(config.type)
-    return None if factory is None else factory(config, query_dim, key_dim)
+def attention_config(type: str = "additive", **settings: Any):
+    """The settings dataclass of mechanism `type` (an unknown type is a UserError)."""
+    return ATTENTION.get(type).Config(type=type, **settings)
+
+
+def build_attention(config, query_dim: int, key_dim: int) -> nn.Module | None:
+    """The module a recipe's settings name, or None for `type: none` (the fixed-context baseline)."""
+    return ATTENTION.get(config.type).from_config(config, query_dim, key_dim)

@@ -7,19 +7,29 @@ https://arxiv.org/abs/1502.03044): regions take the place of source words.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
-from s2s.attention.core import Attended, masked_softmax
+from s2s.attention.core import ATTENTION
+from s2s.attention.scored import AttentionState, ScoredAttention
+from s2s.typed import NonNegativeInt
 
 
-def query_key_mask(mask: Tensor | None) -> Tensor | None:
-    """(B, Tk) key padding or (B, Tq, Tk) -> (B, Tq|1, Tk) for single-head scores."""
-    return mask[:, None, :] if mask is not None and mask.dim() == 2 else mask
-
-
-class AdditiveAttention(nn.Module):
+@ATTENTION.register("additive")
+class AdditiveAttention(ScoredAttention):
     """Bahdanau's MLP score. Keys are projected once per sentence by `prepare`."""
+
+    @dataclass(frozen=True)
+    class Config:
+        type: Literal["additive"] = "additive"
+        dim: NonNegativeInt = 0  # hidden size of the score; 0 = the query size
+
+    @classmethod
+    def from_config(cls, cfg: Config, query_dim: int, key_dim: int) -> "AdditiveAttention":
+        return cls(query_dim, key_dim, cfg.dim or None)
 
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int | None = None):
         super().__init__()
@@ -29,14 +39,12 @@ class AdditiveAttention(nn.Module):
         self.v = nn.Linear(hidden_dim, 1, bias=False)
 
     def prepare(self, memory: Tensor) -> tuple[Tensor]:
-        """Project the keys once; a decoder keeps this in its state between steps."""
         return (self.key_proj(memory),)  # (B, Tk, A)
 
-    def forward(self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None,
-                prepared: tuple[Tensor] | None = None) -> Attended:
-        memory = x if memory is None else memory
-        (keys,) = self.prepare(memory) if prepared is None else prepared  # (B, Tk, A)
-        query = self.query_proj(x)  # (B, Tq, A)
-        scores = self.v(torch.tanh(query[:, :, None, :] + keys[:, None, :, :])).squeeze(-1)  # (B, Tq, Tk)
-        weights = masked_softmax(scores, query_key_mask(mask))  # (B, Tq, Tk)
-        return Attended(weights @ memory, weights[:, None])  # (B, Tq, Dv), (B, 1, Tq, Tk)
+    def hidden(self, query: Tensor, keys: Tensor) -> Tensor:
+        """W_q q + W_k k for every query and key, (B, Tq, Tk, A): subclasses add their terms."""
+        return self.query_proj(query)[:, :, None, :] + keys[:, None, :, :]
+
+    def score(self, query: Tensor, prepared: tuple[Tensor, ...], mask: Tensor | None,
+              state: AttentionState) -> Tensor:
+        return self.v(torch.tanh(self.hidden(query, prepared[0]))).squeeze(-1)  # (B, Tq, Tk)

@@ -1,13 +1,13 @@
-"""What every attention module shares: the result type, masks, and the recording switch.
+"""What every attention module shares: the result type, masks, the recording switch, the registry.
 
-Every module in `s2s.attention` is an `nn.Module` whose `forward(x, memory=None, mask=None)`
-returns `Attended(out, weights)`, batch-first. `weights` is what a person would plot: an
-alignment (B, heads, Tq, Tk), a channel gate (B, C), a spatial gate (B, H, W) or an affine
-transform (B, 2, 3). Masks are boolean and True means "may attend".
+Every module in `s2s.attention` is an `Attention` (an `nn.Module`) whose
+`forward(x, memory=None, mask=None)` returns `Attended(out, weights)`, batch-first. `weights` is
+what a person would plot: an alignment (B, heads, Tq, Tk), a channel gate (B, C), a spatial gate
+(B, H, W) or an affine transform (B, 2, 3). Masks are boolean and True means "may attend".
 
-Multi-head attention skips computing its weights (using the fused SDPA kernel) unless
-`record_attention()` is active, so inspection costs nothing when unused and no module keeps
-per-batch state for it.
+Multi-head attention skips computing its weights (using the fused SDPA kernel) unless recording
+is on (`record_attention()`, or a `Recorder`), so inspection costs nothing when unused and no
+module keeps per-batch state for it.
 """
 
 from __future__ import annotations
@@ -17,9 +17,13 @@ import contextvars
 from typing import NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from s2s.registry import Registry
 
 _RECORDING = contextvars.ContextVar("s2s_record_attention", default=False)
+
+ATTENTION: Registry = Registry("attention type")  # text attention mechanisms, by recipe name
 
 
 class Attended(NamedTuple):
@@ -27,6 +31,10 @@ class Attended(NamedTuple):
 
     out: Tensor
     weights: Tensor | None
+
+
+class Attention(nn.Module):
+    """Marks a module whose weights a `Recorder` collects (text and vision attention alike)."""
 
 
 @contextlib.contextmanager
@@ -64,6 +72,11 @@ def as_attention_mask(mask: Tensor | None) -> Tensor | None:
     if mask.dim() == 3:
         return mask[:, None, :, :]  # (B, 1, Tq, Tk)
     return mask
+
+
+def query_key_mask(mask: Tensor | None) -> Tensor | None:
+    """(B, Tk) key padding or (B, Tq, Tk) -> (B, Tq|1, Tk) for single-head scores."""
+    return mask[:, None, :] if mask is not None and mask.dim() == 2 else mask
 
 
 def masked_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:

@@ -7,17 +7,29 @@ because it shows attention without any learned projections; `s2s` uses it like a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s2s.attention.additive import query_key_mask
-from s2s.attention.core import Attended, masked_softmax
+from s2s.attention.core import ATTENTION
+from s2s.attention.scored import AttentionState, ScoredAttention
 from s2s.errors import UserError
 
 
-class GaussianKernelAttention(nn.Module):
+@ATTENTION.register("gaussian")
+class GaussianKernelAttention(ScoredAttention):
     """score(q, k) = -w ||q - k||^2 / 2 with one learned width w > 0."""
+
+    @dataclass(frozen=True)
+    class Config:
+        type: Literal["gaussian"] = "gaussian"
+
+    @classmethod
+    def from_config(cls, cfg: Config, query_dim: int, key_dim: int) -> "GaussianKernelAttention":
+        return cls(query_dim, key_dim)
 
     def __init__(self, query_dim: int, key_dim: int):
         super().__init__()
@@ -26,14 +38,7 @@ class GaussianKernelAttention(nn.Module):
                             f"(got {query_dim} and {key_dim})")
         self.raw_width = nn.Parameter(torch.zeros(()))  # softplus(0) ~ 0.69
 
-    def prepare(self, memory: Tensor) -> tuple[Tensor]:
-        return (memory,)
-
-    def forward(self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None,
-                prepared: tuple[Tensor] | None = None) -> Attended:
-        memory = x if memory is None else memory
-        (keys,) = self.prepare(memory) if prepared is None else prepared  # (B, Tk, D)
-        distance = torch.cdist(x, keys).pow(2)  # (B, Tq, Tk)
-        scores = -F.softplus(self.raw_width) * distance / 2  # (B, Tq, Tk)
-        weights = masked_softmax(scores, query_key_mask(mask))  # (B, Tq, Tk)
-        return Attended(weights @ memory, weights[:, None])  # (B, Tq, Dv), (B, 1, Tq, Tk)
+    def score(self, query: Tensor, prepared: tuple[Tensor, ...], mask: Tensor | None,
+              state: AttentionState) -> Tensor:
+        distance = torch.cdist(query, prepared[0]).pow(2)  # (B, Tq, Tk)
+        return -F.softplus(self.raw_width) * distance / 2

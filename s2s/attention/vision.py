@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s2s.attention.core import Attended
+from s2s.attention.core import Attended, Attention
 from s2s.errors import UserError
 from s2s.registry import Registry
 
@@ -38,7 +38,7 @@ def bottleneck(channels: int, reduction: int, min_hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
 
 
-class SqueezeExcite(nn.Module):
+class SqueezeExcite(Attention):
     """s = sigmoid(W2 ReLU(W1 mean_hw(u))); out = s_c * u_c. Weights: the gate s, (B, C)."""
 
     def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 8):
@@ -52,7 +52,7 @@ class SqueezeExcite(nn.Module):
         return Attended(x * gate[:, :, None, None], gate)  # (B, C, H, W), (B, C)
 
 
-class ChannelGate(nn.Module):
+class ChannelGate(Attention):
     """CBAM channel attention: M_c = sigmoid(MLP(avg_hw F) + MLP(max_hw F)), one shared MLP."""
 
     def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 8):
@@ -67,7 +67,7 @@ class ChannelGate(nn.Module):
         return Attended(x * gate[:, :, None, None], gate)  # (B, C, H, W), (B, C)
 
 
-class SpatialGate(nn.Module):
+class SpatialGate(Attention):
     """CBAM spatial attention: M_s = sigmoid(conv_k([mean_c F; max_c F])). Weights (B, H, W)."""
 
     def __init__(self, kernel_size: int = 7):
@@ -88,7 +88,7 @@ class SpatialGate(nn.Module):
 
 class CBAM(nn.Module):
     """Channel gate, then spatial gate on its output. `forward` returns the spatial gate as weights;
-    `gates(x)` returns both steps for encoders that show both (nothing is kept on the module)."""
+    `gates(x)` returns both steps. A `Recorder` collects both gates from the two submodules."""
 
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7):
         super().__init__()
@@ -106,7 +106,7 @@ class CBAM(nn.Module):
         return self.gates(x)[1]  # (B, C, H, W), (B, H, W)
 
 
-class SpatialTransformer(nn.Module):
+class SpatialTransformer(Attention):
     """Localisation net -> theta (B, 2, 3) -> affine grid -> bilinear sampling of x.
 
     Starts as the identity (last layer zero weight, bias [1, 0, 0, 0, 1, 0]), so adding it to a

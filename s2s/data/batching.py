@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from s2s.data.tokenizer import BOS, EOS, PAD, Tokenizer
+from s2s.data.tokenizer import Tokenizer
+from s2s.vocab import BOS, EOS, PAD
 
 
 @dataclass

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import datasets
@@ -24,6 +22,7 @@ from s2s.data.batching import Batch, pad
 from s2s.data.images import jitter, to_tensor
 from s2s.data.tokenizer import BOS, EOS, Tokenizer
 from s2s.errors import UserError
+from s2s.files import atomic_path
 from s2s.recipe import DataConfig
 from s2s.registry import did_you_mean
 
@@ -121,20 +120,17 @@ class CaptionSplit:
         path = cache_dir / f"{name}-features-{key}.npy"
         if path.is_file():
             return np.load(path, mmap_mode="r")
-        cache_dir.mkdir(parents=True, exist_ok=True)
         count = len(self.references)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy")
-        os.close(fd)
-        out = None
         images = self.ds.select_columns([self.image_column])
-        for start in range(0, count, 32):
-            batch = images[start:start + 32][self.image_column]
-            maps = self.model.backbone_features(torch.stack([to_tensor(i, self.size) for i in batch]))
-            if out is None:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
-                                                shape=(count, *maps.shape[1:]))
-            out[start:start + len(batch)] = maps.numpy().astype(np.float16)
-        out.flush()
-        del out
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            out = None
+            for start in range(0, count, 32):
+                batch = images[start:start + 32][self.image_column]
+                maps = self.model.backbone_features(torch.stack([to_tensor(i, self.size) for i in batch]))
+                if out is None:
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+                                                    shape=(count, *maps.shape[1:]))
+                out[start:start + len(batch)] = maps.numpy().astype(np.float16)
+            out.flush()
+            del out
         return np.load(path, mmap_mode="r")

@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import datasets
 
+from s2s.data import dates, shapes
 from s2s.errors import UserError
 from s2s.recipe import DataConfig
 from s2s.registry import did_you_mean
@@ -26,14 +27,7 @@ FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv"
 
 def generators() -> dict[str, Callable[[str, int, int], Iterator[dict]]]:
     """Built-in corpora, made on the fly, deterministic by seed, yielding one example at a time."""
-    from s2s.data import dates
-
-    found = {"dates": dates.iterate}
-    try:
-        from s2s.data import shapes
-    except ImportError:  # the vision extra (Pillow) is not installed
-        return found
-    return {**found, "shapes": shapes.iterate}
+    return {"dates": dates.iterate, "shapes": shapes.iterate}
 
 
 def _generated_rows(name: str, split: str, size: int, seed: int) -> Iterator[dict]:

@@ -8,18 +8,17 @@ Ids 0-3 are reserved everywhere: padding, unknown, begin and end of sentence.
 from __future__ import annotations
 
 import itertools
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import sentencepiece as spm
 
-from s2s.checkpoint import readable
 from s2s.errors import UserError
+from s2s.files import atomic_directory
 from s2s.recipe import TokenizerConfig
+from s2s.vocab import BOS, EOS, PAD, UNK
 
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
+__all__ = ["BOS", "EOS", "PAD", "UNK", "Tokenizer"]
 
 
 class Tokenizer:
@@ -70,21 +69,12 @@ class Tokenizer:
     def train(cls, cfg: TokenizerConfig, src_texts: Iterable[str], tgt_texts: Iterable[str],
               folder: Path) -> "Tokenizer":
         """Train on the given texts and save into `folder` (written atomically)."""
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-        try:
+        with atomic_directory(Path(folder)) as tmp:
             if cfg.joint:
                 _train(cfg, itertools.chain(src_texts, tgt_texts), tmp / "joint")
             else:
                 _train(cfg, src_texts, tmp / "src")
                 _train(cfg, tgt_texts, tmp / "tgt")
-            readable(tmp, directory=True)
-            if folder.exists():
-                shutil.rmtree(folder)
-            tmp.rename(folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return cls.load(folder)
 
 
@@ -96,8 +86,6 @@ def _processor(path: Path) -> spm.SentencePieceProcessor:
 
 
 def _train(cfg: TokenizerConfig, texts: Iterable[str], prefix: Path) -> None:
-    if cfg.type not in ("unigram", "bpe", "char", "word"):
-        raise UserError(f"tokenizer.type must be unigram, bpe, char or word, not {cfg.type!r}")
     spm.SentencePieceTrainer.train(
         sentence_iterator=(t for t in texts if t), model_prefix=str(prefix),
         model_type=cfg.type, vocab_size=cfg.vocab_size, hard_vocab_limit=False,

@@ -7,11 +7,14 @@ doubly stochastic attention of Show, Attend and Tell, Xu et al. 2015,
 https://arxiv.org/abs/1502.03044) or the Transformer decoder (cross-attention over regions)
 writes the caption, exactly as it would write a translation.
 
-Encoders:
+Encoders (`model.encoder.type`, a registry: each entry builds a frozen `backbone`, or None, and
+a trainable `head`):
 - `cnn`: a small CNN trained from scratch, optionally with Squeeze-and-Excitation or CBAM after
   every stage and a spatial transformer in front of it;
 - `efficientnet`: EfficientNet-Lite0 with ImageNet weights, frozen (its features are computed
   once and cached: `backbone`) or fine-tuned, optionally with SE/CBAM on its feature grid.
+Vision gates are read like every other attention weight, by a `Recorder`; `vision_gates()` names
+them for people ("stage 0 channel gate").
 
 The model's input is what `input_kind` says: "images" (B, 3, H, W) in [0, 1], or "features", the
 frozen backbone's output. The source mask the protocol passes is ignored: every region is real.
@@ -19,45 +22,92 @@ frozen backbone's output. The source mask the protocol passes is ignored: every 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from s2s.attention import Attention, TextAttention
 from s2s.attention.vision import SpatialTransformer, build_vision_attention
-from s2s.errors import UserError
+from s2s.models.efficientnet import efficientnet_lite0, feature_channels, normalize
 from s2s.models.rnn import AttentionalRNNDecoder, RNNDecoderConfig
 from s2s.models.seq2seq import EncoderDecoder, State, init_uniform
 from s2s.models.transformer import TransformerDecoder, TransformerDecoderConfig
 from s2s.registry import Registry
+from s2s.typed import Fraction, PositiveInt
 
 DECODERS: Registry = Registry("decoder type")
-DECODERS.register("rnn")(RNNDecoderConfig)
-DECODERS.register("transformer")(TransformerDecoderConfig)
+IMAGE_ENCODERS: Registry = Registry("image encoder type")
+VisionGate = Literal["none", "se", "cbam"]
+
+
+@DECODERS.register("rnn")
+class RNNCaptionDecoder:
+    """The attentional RNN decoder over image regions (Show, Attend and Tell)."""
+
+    Config = RNNDecoderConfig
+
+    @staticmethod
+    def width(cfg: RNNDecoderConfig) -> int:
+        """The size of the memory (projected regions) the decoder attends over."""
+        return cfg.hidden_dim
+
+    @staticmethod
+    def build(cfg: RNNDecoderConfig, vocab: int) -> nn.Module:
+        decoder = AttentionalRNNDecoder(cfg, cfg.hidden_dim, vocab)
+        init_uniform(decoder, cfg.init_scale)
+        decoder.tie()
+        return decoder
+
+
+@DECODERS.register("transformer")
+class TransformerCaptionDecoder:
+    """The Transformer decoder, cross-attending to image regions."""
+
+    Config = TransformerDecoderConfig
+
+    @staticmethod
+    def width(cfg: TransformerDecoderConfig) -> int:
+        return cfg.d_model
+
+    @staticmethod
+    def build(cfg: TransformerDecoderConfig, vocab: int) -> nn.Module:
+        return TransformerDecoder(cfg, vocab)
 
 
 @dataclass(frozen=True)
-class ImageEncoderConfig:
-    type: str = "cnn"  # cnn | efficientnet
-    image_size: int = 64  # images are resized (shorter side) and centre-cropped to this
-    channels: tuple[int, ...] = (32, 64, 128)  # cnn: one stage per entry, each halving H and W
-    attention: str = "none"  # none | se | cbam: after every cnn stage, or on the pretrained grid
-    spatial_transformer: bool = False  # cnn: an STN in front of the first stage
-    stage: int = -1  # efficientnet: feature stage (-1 = the 1280-channel head; 6 = 320 channels)
-    pretrained: bool = True  # efficientnet: ImageNet weights
-    freeze: bool = True  # efficientnet: fixed weights, features computed once and cached
-    augment: float = 0.1  # trainable encoders: random brightness/contrast of training images
+class CNNEncoderConfig:
+    type: Literal["cnn"] = "cnn"
+    image_size: PositiveInt = 64  # images are resized (shorter side) and centre-cropped to this
+    channels: tuple[PositiveInt, ...] = (32, 64, 128)  # one stage per entry, each halving H and W
+    attention: VisionGate = "none"  # after every stage
+    spatial_transformer: bool = False  # an STN in front of the first stage
+    augment: Fraction = 0.1  # random brightness/contrast of training images
+
+
+@dataclass(frozen=True)
+class EfficientNetEncoderConfig:
+    type: Literal["efficientnet"] = "efficientnet"
+    image_size: PositiveInt = 224
+    stage: int = -1  # feature stage (-1 = the 1280-channel head; 6 = 320 channels)
+    pretrained: bool = True  # ImageNet weights
+    freeze: bool = True  # fixed weights, features computed once and cached
+    attention: VisionGate = "none"  # on the feature grid
+    augment: Fraction = 0.1  # when not frozen: random brightness/contrast of training images
+
+
 
 
 @dataclass(frozen=True)
 class CaptionerConfig:
     """Recipe section `model` for `arch: captioner`."""
 
-    arch: str = "captioner"
-    encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    arch: Literal["captioner"] = "captioner"
+    encoder: Any = field(default_factory=CNNEncoderConfig, metadata={"by_type": IMAGE_ENCODERS})
     decoder: Any = field(default_factory=RNNDecoderConfig, metadata={"by_type": DECODERS})
-    region_dropout: float = 0.0  # dropout on the projected regions
+    region_dropout: Fraction = 0.0  # dropout on the projected regions
 
 
 class ConvStage(nn.Module):
@@ -78,41 +128,28 @@ class ConvStage(nn.Module):
         self.attention = build_vision_attention(attention, cout)
         self.pool = nn.MaxPool2d(2)
 
-    def forward(self, x: Tensor, records: list, name: str) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         x = self.convs(x)  # (B, C, H, W)
         if self.attention is not None:
-            x = attend(self.attention, x, records, name)
+            x = self.attention(x).out
         return self.pool(x)
-
-
-def attend(module: nn.Module, x: Tensor, records: list, name: str) -> Tensor:
-    """Apply a vision attention module, noting its weights (both gates for CBAM) for inspection."""
-    if hasattr(module, "gates"):
-        channel, spatial = module.gates(x)
-        records.append((f"{name} channel gate", channel.weights))
-        records.append((f"{name} spatial gate", spatial.weights))
-        return spatial.out
-    out, weights = module(x)
-    records.append((f"{name} {type(module).__name__}", weights))
-    return out
 
 
 class SmallCNN(nn.Module):
     """A from-scratch encoder for small images; the grid is image_size / 2^stages."""
 
-    def __init__(self, cfg: ImageEncoderConfig):
+    def __init__(self, cfg: CNNEncoderConfig):
         super().__init__()
         self.stn = SpatialTransformer(3) if cfg.spatial_transformer else None
         widths = (3, *cfg.channels)
         self.stages = nn.ModuleList(ConvStage(a, b, cfg.attention) for a, b in zip(widths, widths[1:]))
 
-    def forward(self, images: Tensor, records: list) -> Tensor:
+    def forward(self, images: Tensor) -> Tensor:
         x = (images - 0.5) / 0.5  # (B, 3, H, W)
         if self.stn is not None:
-            x, theta = self.stn(x)
-            records.append(("spatial transformer", theta))
-        for i, stage in enumerate(self.stages):
-            x = stage(x, records, f"stage {i}")
+            x = self.stn(x).out
+        for stage in self.stages:
+            x = stage(x)
         return x  # (B, C, h, w)
 
 
@@ -123,41 +160,64 @@ class GridAttention(nn.Module):
         super().__init__()
         self.module = build_vision_attention(name, channels)
 
-    def forward(self, maps: Tensor, records: list) -> Tensor:
-        return maps if self.module is None else attend(self.module, maps, records, "grid")
+    def forward(self, maps: Tensor) -> Tensor:
+        return maps if self.module is None else self.module(maps).out
+
+
+class _Trunk(nn.Module):
+    """EfficientNet features at a stage, from [0, 1] images.
+
+    Channels-last memory: its depthwise convolutions run 1.5x faster on CPU that way (15.6 ->
+    23.4 images/s at 224 px on 2 cores), which is most of the cost of caching features.
+    """
+
+    def __init__(self, net: nn.Module, stage: int | None):
+        super().__init__()
+        self.net = net.to(memory_format=torch.channels_last)
+        self.stage = stage
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = normalize(images).contiguous(memory_format=torch.channels_last)
+        return self.net.forward_features(x, self.stage).contiguous()  # (B, C, h, w)
+
+
+@IMAGE_ENCODERS.register("cnn")
+class CNNEncoder:
+    Config = CNNEncoderConfig
+
+    @staticmethod
+    def build(cfg: CNNEncoderConfig) -> tuple[nn.Module | None, nn.Module]:
+        return None, SmallCNN(cfg)
+
+
+@IMAGE_ENCODERS.register("efficientnet")
+class EfficientNetEncoder:
+    Config = EfficientNetEncoderConfig
+
+    @staticmethod
+    def build(cfg: EfficientNetEncoderConfig) -> tuple[nn.Module | None, nn.Module]:
+        stage = None if cfg.stage < 0 else cfg.stage
+        trunk = _Trunk(efficientnet_lite0(pretrained=cfg.pretrained), stage)
+        grid = GridAttention(cfg.attention, feature_channels(stage))
+        if cfg.freeze:
+            trunk.requires_grad_(False)
+            return trunk, grid
+        return None, nn.Sequential(trunk, grid)
 
 
 class Captioner(EncoderDecoder):
+    Config = CaptionerConfig
+
     def __init__(self, cfg: CaptionerConfig, src_vocab: int, tgt_vocab: int):
         super().__init__()
-        self.cfg, enc = cfg, cfg.encoder
-        if enc.type == "cnn":
-            self.backbone, self.head = None, SmallCNN(enc)
-        elif enc.type == "efficientnet":
-            from s2s.models.efficientnet import efficientnet_lite0, feature_channels, normalize
-
-            net = efficientnet_lite0(pretrained=enc.pretrained)
-            stage = None if enc.stage < 0 else enc.stage
-            trunk = _Trunk(net, stage, normalize)
-            grid = GridAttention(enc.attention, feature_channels(stage))
-            if enc.freeze:
-                trunk.requires_grad_(False)
-                self.backbone, self.head = trunk, grid
-            else:
-                self.backbone, self.head = None, _Chain(trunk, grid)
-        else:
-            raise UserError(f"model.encoder.type must be cnn or efficientnet, not {enc.type!r}")
+        self.cfg = cfg
+        self.backbone, self.head = IMAGE_ENCODERS.get(cfg.encoder.type).build(cfg.encoder)
         channels, regions = self._probe()
-        dec = cfg.decoder
-        width = dec.d_model if dec.type == "transformer" else dec.hidden_dim
+        decoder = DECODERS.get(cfg.decoder.type)
+        width = decoder.width(cfg.decoder)
         self.project = nn.Linear(channels, width)
         self.region_positions = nn.Parameter(torch.randn(regions, width) * 0.02)
-        if dec.type == "rnn":
-            self.decoder = AttentionalRNNDecoder(dec, width, tgt_vocab)
-            init_uniform(self.decoder, dec.init_scale)
-            self.decoder.tie()
-        else:
-            self.decoder = TransformerDecoder(dec, tgt_vocab)
+        self.decoder = decoder.build(cfg.decoder, tgt_vocab)
 
     @property
     def input_kind(self) -> str:
@@ -169,7 +229,7 @@ class Captioner(EncoderDecoder):
         training = self.training
         self.eval()  # no BatchNorm statistics are updated by the probe
         with torch.no_grad():
-            maps = self.image_features(self.backbone_features(torch.zeros(1, 3, size, size)))[0]
+            maps = self.image_features(self.backbone_features(torch.zeros(1, 3, size, size)))
         self.train(training)
         self.grid_size = (maps.size(2), maps.size(3))  # (h, w) of the region grid
         return maps.size(1), maps.size(2) * maps.size(3)
@@ -182,55 +242,30 @@ class Captioner(EncoderDecoder):
         with torch.no_grad():
             return self.backbone(images)
 
-    def image_features(self, src: Tensor) -> tuple[Tensor, list[tuple[str, Tensor]]]:
-        """Region feature maps (B, C, h, w) and the vision attention weights met on the way."""
-        records: list = []
-        return self.head(src, records), records
+    def image_features(self, src: Tensor) -> Tensor:
+        """Region feature maps (B, C, h, w) from the encoder's input."""
+        return self.head(src)
+
+    def vision_gates(self) -> dict[str, str]:
+        """Module name -> a person's name for it, for every vision gate of the encoder, in order."""
+        labels = {}
+        for name, module in self.named_modules():
+            if not isinstance(module, Attention) or isinstance(module, TextAttention):
+                continue
+            stage = re.search(r"stages\.(\d+)", name)
+            where = f"stage {stage.group(1)}" if stage else "grid"
+            if isinstance(module, SpatialTransformer):
+                labels[name] = "spatial transformer"
+            elif name.endswith((".channel", ".spatial")):
+                labels[name] = f"{where} {name.rsplit('.', 1)[1]} gate"
+            else:
+                labels[name] = f"{where} {type(module).__name__}"
+        return labels
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> State:
-        maps, _ = self.image_features(src)
+        maps = self.image_features(src)
         regions = maps.flatten(2).transpose(1, 2)  # (B, R, C)
         memory = self.project(regions) + self.region_positions  # (B, R, D)
         memory = nn.functional.dropout(memory, self.cfg.region_dropout, self.training)
         mask = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)  # (B, R)
-        if isinstance(self.decoder, AttentionalRNNDecoder):
-            return self.decoder.init_state(memory, mask, memory.mean(1))
-        return self.decoder.init_state(memory, mask)
-
-    def step(self, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
-        return self.decoder.step(state, prev_tokens)
-
-    def forward_features(self, src: Tensor, src_mask: Tensor | None,
-                         tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
-        return self.decoder.features(self.encode(src, src_mask), tgt_in)
-
-    def regularizer(self, weights: Tensor | None, target_mask: Tensor) -> Tensor:
-        if isinstance(self.decoder, AttentionalRNNDecoder):
-            return self.decoder.regularizer(weights, target_mask)
-        return super().regularizer(weights, target_mask)
-
-
-class _Trunk(nn.Module):
-    """EfficientNet features at a stage, from [0, 1] images.
-
-    Channels-last memory: its depthwise convolutions run 1.5x faster on CPU that way (15.6 ->
-    23.4 images/s at 224 px on 2 cores), which is most of the cost of caching features.
-    """
-
-    def __init__(self, net: nn.Module, stage: int | None, normalize):
-        super().__init__()
-        self.net = net.to(memory_format=torch.channels_last)
-        self.stage, self.normalize = stage, normalize
-
-    def forward(self, images: Tensor, records: list | None = None) -> Tensor:
-        x = self.normalize(images).contiguous(memory_format=torch.channels_last)
-        return self.net.forward_features(x, self.stage).contiguous()  # (B, C, h, w)
-
-
-class _Chain(nn.Module):
-    def __init__(self, trunk: nn.Module, grid: nn.Module):
-        super().__init__()
-        self.trunk, self.grid = trunk, grid
-
-    def forward(self, images: Tensor, records: list) -> Tensor:
-        return self.grid(self.trunk(images), records)
+        return self.decoder.init_state(memory, mask, memory.mean(1))

@@ -16,60 +16,55 @@ memory and a summary vector, so the image captioner reuses it with image regions
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from s2s.attention import AttentionConfig, build_attention
-from s2s.data.tokenizer import PAD
+from s2s.attention import ATTENTION, AdditiveAttention, build_attention
 from s2s.errors import UserError
-from s2s.models.seq2seq import EncoderDecoder, State, init_uniform
+from s2s.models.seq2seq import ATTENTION_KINDS, EncoderDecoder, State, init_uniform
 from s2s.ops import dropout
+from s2s.typed import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
+from s2s.vocab import PAD
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
 
 @dataclass(frozen=True)
-class RNNConfig:
-    """Recipe section `model` for `arch: rnn`."""
+class RNNDecoderSettings:
+    """What the attentional RNN decoder needs; both configs below contain these fields."""
 
-    arch: str = "rnn"
-    cell: str = "gru"  # gru | lstm
-    emb_dim: int = 256
-    hidden_dim: int = 512  # decoder state and memory size (a bidirectional encoder gives half per direction)
-    enc_layers: int = 1
-    dec_layers: int = 1
-    bidirectional: bool = True
-    dropout: float = 0.3
+    cell: Literal["gru", "lstm"] = "gru"
+    emb_dim: PositiveInt = 256
+    hidden_dim: PositiveInt = 512  # decoder state and memory size (a bidirectional encoder gives half per direction)
+    dec_layers: PositiveInt = 1
+    dropout: Probability = 0.3
     input_feed: bool = True  # feed o_{t-1} to the next step (sequential); false = parallel decoder RNN
-    attention: AttentionConfig = field(default_factory=AttentionConfig)
-    share_embeddings: bool = False  # one embedding table for source and target (joint vocabulary)
+    attention: Any = field(default_factory=AdditiveAttention.Config,
+                           metadata={"by_type": ATTENTION})  # any registered mechanism, or none
     tie_output: bool = False  # output layer shares the target embeddings (o_t has emb_dim units)
-    init_scale: float = 0.1  # parameters start uniform in [-init_scale, init_scale]
+    gate: bool = False  # scale the context by sigmoid(W_g h_t) (Xu et al. 2015)
+    doubly_stochastic: NonNegativeFloat = 0.0  # lambda of sum_r (1 - sum_t a_tr)^2 (Xu et al. 2015)
+    init_scale: PositiveFloat = 0.1  # parameters start uniform in [-init_scale, init_scale]
 
 
 @dataclass(frozen=True)
-class RNNDecoderConfig:
-    """The decoder's own settings; the captioner's `decoder: {type: rnn}` section."""
+class RNNDecoderConfig(RNNDecoderSettings):
+    """The captioner's `decoder: {type: rnn}` section."""
 
-    type: str = "rnn"
-    cell: str = "gru"
-    emb_dim: int = 256
-    hidden_dim: int = 512
-    layers: int = 1
-    dropout: float = 0.3
-    input_feed: bool = True
-    attention: AttentionConfig = field(default_factory=AttentionConfig)
-    tie_output: bool = False
-    gate: bool = False  # scale the context by sigmoid(W_g h_t) (Xu et al. 2015)
-    doubly_stochastic: float = 0.0  # lambda of sum_r (1 - sum_t a_tr)^2 (Xu et al. 2015)
-    init_scale: float = 0.1
+    type: Literal["rnn"] = "rnn"
 
 
-def check_cell(cell: str) -> None:
-    if cell not in CELLS:
-        raise UserError(f"model cell must be one of {', '.join(CELLS)}, not {cell!r}")
+@dataclass(frozen=True)
+class RNNConfig(RNNDecoderSettings):
+    """Recipe section `model` for `arch: rnn`: the decoder's settings plus the encoder's."""
+
+    arch: Literal["rnn"] = "rnn"
+    enc_layers: PositiveInt = 1
+    bidirectional: bool = True
+    share_embeddings: bool = False  # one embedding table for source and target (joint vocabulary)
 
 
 class RNNEncoder(nn.Module):
@@ -98,18 +93,17 @@ class AttentionalRNNDecoder(nn.Module):
 
     constant_state = ("memory", "mask", "keys", "context")  # set by init_state, never by a step
 
-    def __init__(self, cfg: RNNDecoderConfig, memory_dim: int, vocab: int,
+    def __init__(self, cfg: RNNDecoderSettings, memory_dim: int, vocab: int,
                  embed: nn.Embedding | None = None):
         super().__init__()
-        check_cell(cfg.cell)
         self.cfg = cfg
         hid, out_dim = cfg.hidden_dim, cfg.emb_dim if cfg.tie_output else cfg.hidden_dim
         self.embed = embed if embed is not None else nn.Embedding(vocab, cfg.emb_dim, padding_idx=PAD)
         self.bridge = nn.Linear(memory_dim, hid)  # summary of the input -> h_0 (and C without attention)
         feed = out_dim if cfg.input_feed else 0
         fixed = memory_dim if cfg.attention.type == "none" and not cfg.input_feed else 0
-        self.rnn = CELLS[cfg.cell](cfg.emb_dim + feed + fixed, hid, cfg.layers, batch_first=True,
-                                   dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.rnn = CELLS[cfg.cell](cfg.emb_dim + feed + fixed, hid, cfg.dec_layers, batch_first=True,
+                                   dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0)
         self.attention = build_attention(cfg.attention, hid, memory_dim)
         self.gate = nn.Linear(hid, memory_dim) if cfg.gate else None
         self.combine = nn.Linear(hid + memory_dim, out_dim, bias=False)  # W_c
@@ -123,9 +117,12 @@ class AttentionalRNNDecoder(nn.Module):
     def drop(self, x: Tensor) -> Tensor:
         return dropout(x, self.cfg.dropout, self.training)
 
+    def attention_names(self) -> dict[str, list[str]]:
+        return {} if self.attention is None else {ATTENTION_KINDS[0]: ["attention"]}
+
     def init_state(self, memory: Tensor, mask: Tensor, summary: Tensor) -> State:
         """State from a memory (B, S, M), its mask (B, S) and a summary vector (B, M)."""
-        b, layers = memory.size(0), self.cfg.layers
+        b, layers = memory.size(0), self.cfg.dec_layers
         start = torch.tanh(self.bridge(summary))  # (B, H)
         state: State = {"memory": memory, "mask": mask,
                         "hidden": start[:, None, :].expand(b, layers, -1).contiguous()}  # (B, L, H)
@@ -135,6 +132,7 @@ class AttentionalRNNDecoder(nn.Module):
             state["context"] = summary  # the one fixed context vector C
         else:
             state["keys"] = self.attention.prepare(memory)
+            state["attention"] = self.attention.init_state(memory, mask)  # per-step, reordered
         if self.cfg.input_feed:
             state["feed"] = memory.new_zeros(b, self.combine.out_features)  # (B, O)
         return state
@@ -143,14 +141,16 @@ class AttentionalRNNDecoder(nn.Module):
         h = state["hidden"].transpose(0, 1).contiguous()  # (L, B, H)
         return (h, state["cell"].transpose(0, 1).contiguous()) if "cell" in state else h
 
-    def _attend(self, query: Tensor, state: State) -> tuple[Tensor, Tensor | None]:
-        """Context for each query row (B, T, M) and weights (B, 1, heads, T, S)."""
+    def _attend(self, query: Tensor, state: State) -> tuple[Tensor, Tensor | None, dict]:
+        """Context for each query row (B, T, M), weights (B, 1, heads, T, S), attention state."""
         if self.attention is None:
-            return state["context"][:, None, :].expand(-1, query.size(1), -1), None
-        context, weights = self.attention(query, state["memory"], state["mask"], state["keys"])
+            return state["context"][:, None, :].expand(-1, query.size(1), -1), None, {}
+        context, weights = self.attention(query, state["memory"], state["mask"], state["keys"],
+                                          state["attention"])
         if self.gate is not None:
             context = torch.sigmoid(self.gate(query)) * context
-        return context, None if weights is None else weights[:, None]
+        after = self.attention.next_state(state["attention"], weights)
+        return context, None if weights is None else weights[:, None], after
 
     def _output(self, query: Tensor, context: Tensor) -> Tensor:
         return torch.tanh(self.combine(torch.cat([query, context], -1)))  # (B, T, O)
@@ -167,7 +167,7 @@ class AttentionalRNNDecoder(nn.Module):
         elif self.attention is None:
             parts.append(state["context"])
         query, recurrent = self.rnn(torch.cat(parts, -1)[:, None, :], self._recurrent_state(state))
-        context, weights = self._attend(query, state)  # (B, 1, M)
+        context, weights, attention_state = self._attend(query, state)  # (B, 1, M)
         output = self._output(query, context)[:, 0]  # (B, O)
         state = dict(state)
         if isinstance(recurrent, tuple):
@@ -176,6 +176,8 @@ class AttentionalRNNDecoder(nn.Module):
             state["hidden"] = recurrent.transpose(0, 1)  # (B, L, H)
         if self.cfg.input_feed:
             state["feed"] = output
+        if self.attention is not None:
+            state["attention"] = attention_state
         return output, state, weights
 
     def features(self, state: State, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -193,21 +195,33 @@ class AttentionalRNNDecoder(nn.Module):
         if self.attention is None:
             inputs = torch.cat([emb, state["context"][:, None, :].expand(-1, emb.size(1), -1)], -1)
         queries, _ = self.rnn(inputs, self._recurrent_state(state))  # (B, T, H), one call
-        context, aligned = self._attend(queries, state)  # (B, T, M)
+        context, aligned, _ = self._attend(queries, state)  # (B, T, M)
         return self.drop(self._output(queries, context)), aligned
 
     def regularizer(self, weights: Tensor | None, target_mask: Tensor) -> Tensor:
-        """Doubly stochastic attention: lambda * sum_b sum_s (1 - sum_t a_bts)^2, over real steps."""
-        if not self.cfg.doubly_stochastic or weights is None:
-            return torch.zeros((), device=target_mask.device)
-        received = (weights.mean(dim=(1, 2)) * target_mask[:, :, None]).sum(1)  # (B, S)
-        return self.cfg.doubly_stochastic * ((1.0 - received) ** 2).sum()
+        """Doubly stochastic attention: lambda * sum_b sum_s (1 - sum_t a_bts)^2, over real steps;
+        plus the attention mechanism's own training loss (coverage), if it has one."""
+        total = torch.zeros((), device=target_mask.device)
+        if weights is None:
+            return total
+        if self.cfg.doubly_stochastic:
+            received = (weights.mean(dim=(1, 2)) * target_mask[:, :, None]).sum(1)  # (B, S)
+            total = total + self.cfg.doubly_stochastic * ((1.0 - received) ** 2).sum()
+        own = self.attention.regularizer(weights[:, 0], target_mask)
+        return total if own is None else total + own
+
+    def coverage(self, state: State) -> Tensor | None:
+        if self.attention is None:
+            return None
+        received = self.attention.coverage(state["attention"])
+        return None if received is None else received.masked_fill(~state["mask"], 1.0)
 
 
 class RNNSeq2Seq(EncoderDecoder):
+    Config = RNNConfig
+
     def __init__(self, cfg: RNNConfig, src_vocab: int, tgt_vocab: int):
         super().__init__()
-        check_cell(cfg.cell)
         if cfg.bidirectional and cfg.hidden_dim % 2:
             raise UserError("model.hidden_dim must be even for a bidirectional encoder")
         if cfg.share_embeddings and src_vocab != tgt_vocab:
@@ -215,11 +229,7 @@ class RNNSeq2Seq(EncoderDecoder):
         self.cfg = cfg
         self.src_embed = nn.Embedding(src_vocab, cfg.emb_dim, padding_idx=PAD)
         self.encoder = RNNEncoder(cfg)
-        decoder_cfg = RNNDecoderConfig(
-            cell=cfg.cell, emb_dim=cfg.emb_dim, hidden_dim=cfg.hidden_dim, layers=cfg.dec_layers,
-            dropout=cfg.dropout, input_feed=cfg.input_feed, attention=cfg.attention,
-            tie_output=cfg.tie_output, init_scale=cfg.init_scale)
-        self.decoder = AttentionalRNNDecoder(decoder_cfg, cfg.hidden_dim, tgt_vocab,
+        self.decoder = AttentionalRNNDecoder(cfg, cfg.hidden_dim, tgt_vocab,
                                              self.src_embed if cfg.share_embeddings else None)
         init_uniform(self, cfg.init_scale)
         self.decoder.tie()
@@ -228,10 +238,3 @@ class RNNSeq2Seq(EncoderDecoder):
         emb = self.decoder.drop(self.src_embed(src))  # (B, S, E)
         memory, final = self.encoder(emb, src_mask.sum(1))  # (B, S, H), (B, H)
         return self.decoder.init_state(memory, src_mask, final)
-
-    def step(self, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
-        return self.decoder.step(state, prev_tokens)
-
-    def forward_features(self, src: Tensor, src_mask: Tensor,
-                         tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
-        return self.decoder.features(self.encode(src, src_mask), tgt_in)

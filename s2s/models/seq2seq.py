@@ -1,15 +1,20 @@
 """The protocol every architecture implements, so search, training and inspection need no
 knowledge of RNNs, Transformers or images.
 
-- `encode(src, src_mask) -> state`: a flat dict of batch-first tensors (or tuples of them):
-  memory, masks, pre-projected attention keys, recurrent state, per-layer key/value caches.
+- `encode(src, src_mask) -> state`: a dict of batch-first tensors (or tuples and dicts of them):
+  memory, masks, pre-projected attention keys, recurrent state, per-layer key/value caches,
+  attention mechanisms' per-step states.
 - `step(state, prev_tokens) -> (logits, state, weights)`: one decoder step, incremental.
 - `forward(src, src_mask, tgt_in) -> (logits, weights)`: the teacher-forced pass, parallel where
   the architecture allows; `forward_features` stops before the output layer, so the loss can
   skip padding before the (expensive) projection onto the vocabulary.
+- `attention_names() -> {kind: [module names]}`: which attention modules are the cross-attention
+  ("cross", one name per layer), "encoder-self" and "decoder-self"; a `Recorder` reads them.
 
-Alignment weights have one layout everywhere: (B, layers, heads, Tq, Tk); an RNN has one layer
-and one head. They are None where the model has no attention (or skips computing it).
+Alignment weights returned by `forward`/`step` have one layout everywhere: (B, layers, heads,
+Tq, Tk); an RNN has one layer and one head. They are None where the model has no attention (or
+skips computing it); training regularisers use them. Inspection reads weights through
+`s2s.attention.Recorder`, by module name.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from typing import Union
 import torch
 from torch import Tensor, nn
 
-StateValue = Union[Tensor, tuple]
+StateValue = Union[Tensor, tuple, dict]
 State = dict[str, StateValue]
+ATTENTION_KINDS = ("cross", "encoder-self", "decoder-self")
 
 
 def reorder_state(state: State, index: Tensor, skip: tuple[str, ...] = ()) -> State:
@@ -30,6 +36,8 @@ def reorder_state(state: State, index: Tensor, skip: tuple[str, ...] = ()) -> St
     def select(value: StateValue) -> StateValue:
         if isinstance(value, tuple):
             return tuple(select(v) for v in value)
+        if isinstance(value, dict):
+            return {k: select(v) for k, v in value.items()}
         return value.index_select(0, index)
 
     return {key: value if key.startswith(skip) else select(value)  # () matches no key
@@ -65,14 +73,24 @@ class Seq2Seq(nn.Module):
         """An extra training loss from the attention weights (summed over the batch); none here."""
         return torch.zeros((), device=target_mask.device)
 
+    def coverage(self, state: State) -> Tensor | None:
+        """Attention each source token has received so far (rows, S), 1 on padding, if the
+        decoder's attention keeps it (coverage attention); beam search's coverage penalty uses it."""
+        return None
+
+    def attention_names(self) -> dict[str, list[str]]:
+        """{kind: module names, one per layer} for the kinds in ATTENTION_KINDS this model has."""
+        return {}
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
 
 class EncoderDecoder(Seq2Seq):
-    """A Seq2Seq whose `decoder` module owns the target side: embedding, output layer, and the
-    knowledge of which state entries stay constant (the RNN, the Transformer, the captioner)."""
+    """A Seq2Seq whose `decoder` module owns the target side: embedding, output layer, its
+    attention, and the knowledge of which state entries stay constant (the RNN, the Transformer,
+    the captioner)."""
 
     decoder: nn.Module
 
@@ -87,6 +105,23 @@ class EncoderDecoder(Seq2Seq):
     @property
     def constant_state(self) -> tuple[str, ...]:
         return self.decoder.constant_state
+
+    def step(self, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
+        return self.decoder.step(state, prev_tokens)
+
+    def forward_features(self, src: Tensor, src_mask: Tensor,
+                         tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+        return self.decoder.features(self.encode(src, src_mask), tgt_in)
+
+    def regularizer(self, weights: Tensor | None, target_mask: Tensor) -> Tensor:
+        return self.decoder.regularizer(weights, target_mask)
+
+    def coverage(self, state: State) -> Tensor | None:
+        return self.decoder.coverage(state)
+
+    def attention_names(self) -> dict[str, list[str]]:
+        return {kind: [f"decoder.{name}" for name in names]
+                for kind, names in self.decoder.attention_names().items()}
 
 
 def init_uniform(module: nn.Module, scale: float) -> None:

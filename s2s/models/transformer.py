@@ -1,5 +1,6 @@
-"""The Transformer (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762), built on
-`s2s.attention.MultiHeadAttention` for self- and cross-attention alike.
+"""The Transformer (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762), its attention built
+through the attention registry: multi-head scaled dot-product for self-attention, and for
+cross-attention too unless the recipe names another mechanism (`cross_attention: {type: additive}`).
 
 Encoder layer: self-attention, then a position-wise feed-forward network (two linear layers).
 Decoder layer: causal self-attention, cross-attention over the encoder output (keys and values),
@@ -16,38 +17,55 @@ work, not a pass over the whole prefix.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s2s.attention import MultiHeadAttention, causal_mask
-from s2s.data.tokenizer import PAD
+from s2s.attention import ATTENTION, MultiHeadAttention, build_attention, causal_mask
 from s2s.errors import UserError
 from s2s.models.seq2seq import EncoderDecoder, State
 from s2s.ops import dropout
+from s2s.typed import PositiveInt, Probability
+from s2s.vocab import PAD
 
 
 @dataclass(frozen=True)
-class TransformerConfig:
-    """Recipe section `model` for `arch: transformer`."""
+class TransformerDecoderSettings:
+    """What the Transformer decoder needs; both configs below contain these fields."""
 
-    arch: str = "transformer"
-    d_model: int = 256
-    heads: int = 4
-    ffn_dim: int = 1024
-    enc_layers: int = 3
-    dec_layers: int = 3
-    dropout: float = 0.1  # on embeddings and every sub-layer's output
-    attn_dropout: float = 0.0  # on attention weights
-    act_dropout: float = 0.0  # inside the feed-forward network
-    activation: str = "relu"  # relu | gelu
-    norm: str = "pre"  # pre | post
-    positions: str = "sinusoidal"  # sinusoidal | learned
-    max_positions: int = 1024
-    share_embeddings: bool = True  # one table for source and target (joint vocabulary)
+    d_model: PositiveInt = 256
+    heads: PositiveInt = 4
+    ffn_dim: PositiveInt = 1024
+    dec_layers: PositiveInt = 3
+    dropout: Probability = 0.1  # on embeddings and every sub-layer's output
+    attn_dropout: Probability = 0.0  # on attention weights
+    act_dropout: Probability = 0.0  # inside the feed-forward network
+    activation: Literal["relu", "gelu"] = "relu"
+    norm: Literal["pre", "post"] = "pre"
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    max_positions: PositiveInt = 1024
     tie_output: bool = True  # the output layer is the target embedding table
+    # the cross-attention mechanism; null = multi-head scaled dot-product with `heads` heads
+    cross_attention: Any = field(default=None, metadata={"by_type": ATTENTION})
+
+
+@dataclass(frozen=True)
+class TransformerDecoderConfig(TransformerDecoderSettings):
+    """The captioner's `decoder: {type: transformer}` section."""
+
+    type: Literal["transformer"] = "transformer"
+
+
+@dataclass(frozen=True)
+class TransformerConfig(TransformerDecoderSettings):
+    """Recipe section `model` for `arch: transformer`: the decoder's settings plus the encoder's."""
+
+    arch: Literal["transformer"] = "transformer"
+    enc_layers: PositiveInt = 3
+    share_embeddings: bool = True  # one table for source and target (joint vocabulary)
 
 
 def sinusoids(length: int, dim: int) -> Tensor:
@@ -58,6 +76,20 @@ def sinusoids(length: int, dim: int) -> Tensor:
     table[:, 0::2] = torch.sin(position * rate)
     table[:, 1::2] = torch.cos(position * rate)
     return table  # (T, D)
+
+
+def self_attention(cfg: TransformerDecoderSettings) -> nn.Module:
+    return build_attention(MultiHeadAttention.Config(heads=cfg.heads, dropout=cfg.attn_dropout),
+                           cfg.d_model, cfg.d_model)
+
+
+def cross_attention(cfg: TransformerDecoderSettings) -> nn.Module:
+    mechanism = cfg.cross_attention or MultiHeadAttention.Config(heads=cfg.heads,
+                                                                 dropout=cfg.attn_dropout)
+    module = build_attention(mechanism, cfg.d_model, cfg.d_model)
+    if module is None:
+        raise UserError("model.cross_attention cannot be none: the decoder reads the source through it")
+    return module
 
 
 class FeedForward(nn.Module):
@@ -86,10 +118,10 @@ class Sublayer(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, cfg: TransformerDecoderSettings):
         super().__init__()
         pre = cfg.norm == "pre"
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.heads, dropout=cfg.attn_dropout)
+        self.self_attn = self_attention(cfg)
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.act_dropout)
         self.attn_block = Sublayer(cfg.d_model, cfg.dropout, pre)
         self.ffn_block = Sublayer(cfg.d_model, cfg.dropout, pre)
@@ -101,62 +133,37 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, cfg: TransformerDecoderSettings):
         super().__init__()
         pre = cfg.norm == "pre"
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.heads, dropout=cfg.attn_dropout)
-        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.heads, dropout=cfg.attn_dropout)
+        self.self_attn = self_attention(cfg)
+        self.cross_attn = cross_attention(cfg)
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.act_dropout)
         self.self_block, self.cross_block, self.ffn_block = (
             Sublayer(cfg.d_model, cfg.dropout, pre) for _ in range(3))
 
-    def forward(self, x: Tensor, cross_kv: tuple[Tensor, Tensor], src_mask: Tensor,
-                self_mask: Tensor | None, cache: tuple[Tensor, Tensor] | None = None
-                ) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor]]:
-        """x (B, T, D) -> (x, cross-attention weights (B, H, T, S) or None, self-attention K/V).
+    def forward(self, x: Tensor, memory: Tensor, cross_prepared: tuple, src_mask: Tensor,
+                self_mask: Tensor | None, cache: tuple[Tensor, Tensor] | None,
+                cross_state: dict) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor], dict]:
+        """x (B, T, D) -> (x, cross-attention weights (B, h, T, S) or None, self-attention K/V,
+        the cross-attention mechanism's state after these positions).
 
         With `cache` (the keys/values of earlier positions), x holds only new positions.
         """
         new_kv: list = []
 
-        def self_attention(h: Tensor):
+        def attend_self(h: Tensor):
             k, v = self.self_attn.prepare(h)  # (B, H, T, Dh) each
             if cache is not None:
                 k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
             new_kv.append((k, v))
             return self.self_attn(h, mask=self_mask, prepared=(k, v))
 
-        x, _ = self.self_block(x, self_attention)
-        x, weights = self.cross_block(x, lambda h: self.cross_attn(h, mask=src_mask,
-                                                                    prepared=cross_kv))
+        x, _ = self.self_block(x, attend_self)
+        x, weights = self.cross_block(x, lambda h: self.cross_attn(h, memory, src_mask,
+                                                                    cross_prepared, cross_state))
         x, _ = self.ffn_block(x, lambda h: (self.ffn(h), None))
-        return x, weights, new_kv[0]
-
-
-@dataclass(frozen=True)
-class TransformerDecoderConfig:
-    """The decoder's own settings; the captioner's `decoder: {type: transformer}` section."""
-
-    type: str = "transformer"
-    d_model: int = 256
-    heads: int = 4
-    ffn_dim: int = 1024
-    layers: int = 3
-    dropout: float = 0.1
-    attn_dropout: float = 0.0
-    act_dropout: float = 0.0
-    activation: str = "relu"
-    norm: str = "pre"
-    positions: str = "sinusoidal"
-    max_positions: int = 1024
-    tie_output: bool = True
-
-
-def check(cfg) -> None:
-    if cfg.norm not in ("pre", "post") or cfg.positions not in ("sinusoidal", "learned"):
-        raise UserError("model norm must be pre or post, and positions sinusoidal or learned")
-    if cfg.activation not in ("relu", "gelu"):
-        raise UserError(f"model activation must be relu or gelu, not {cfg.activation!r}")
+        return x, weights, new_kv[0], self.cross_attn.next_state(cross_state, weights)
 
 
 def new_embedding(vocab: int, dim: int) -> nn.Embedding:
@@ -191,30 +198,33 @@ class TransformerDecoder(nn.Module):
     """Target embeddings, decoder layers over a memory (B, S, D), the output layer.
 
     The memory may be an encoder's output or image regions; the decoding state holds each
-    layer's cross-attention keys/values (computed once) and self-attention cache (grown per step).
+    layer's cross-attention keys/values (computed once) and self-attention cache (grown per step),
+    and the cross-attention mechanism's per-step state when it has one.
     """
 
     constant_state = ("memory", "mask", "cross.")
 
-    def __init__(self, cfg: TransformerDecoderConfig, vocab: int, embed: nn.Embedding | None = None):
+    def __init__(self, cfg: TransformerDecoderSettings, vocab: int, embed: nn.Embedding | None = None):
         super().__init__()
-        check(cfg)
-        layer_cfg = TransformerConfig(d_model=cfg.d_model, heads=cfg.heads, ffn_dim=cfg.ffn_dim,
-                                      dropout=cfg.dropout, attn_dropout=cfg.attn_dropout,
-                                      act_dropout=cfg.act_dropout, activation=cfg.activation,
-                                      norm=cfg.norm)
         self.embed = embed if embed is not None else new_embedding(vocab, cfg.d_model)
         self.positions = Positions(cfg.d_model, cfg.positions, cfg.max_positions, cfg.dropout)
-        self.layers = nn.ModuleList(DecoderLayer(layer_cfg) for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.dec_layers))
         self.norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
         self.generator = nn.Linear(cfg.d_model, vocab, bias=False)
         if cfg.tie_output:
             self.generator.weight = self.embed.weight
 
-    def init_state(self, memory: Tensor, mask: Tensor) -> State:
+    def attention_names(self) -> dict[str, list[str]]:
+        layers = range(len(self.layers))
+        return {"cross": [f"layers.{i}.cross_attn" for i in layers],
+                "decoder-self": [f"layers.{i}.self_attn" for i in layers]}
+
+    def init_state(self, memory: Tensor, mask: Tensor, summary: Tensor | None = None) -> State:
+        """State from a memory (B, S, D) and its mask (B, S); a summary vector is not needed."""
         state: State = {"memory": memory, "mask": mask}
         for i, layer in enumerate(self.layers):
-            state[f"cross.{i}"] = layer.cross_attn.prepare(memory)  # (B, H, S, Dh) x 2, once
+            state[f"cross.{i}"] = layer.cross_attn.prepare(memory)  # keys (and values), once
+            state[f"attention.{i}"] = layer.cross_attn.init_state(memory, mask)  # per step
         return state
 
     def decode(self, state: State, tgt: Tensor, start: int, self_mask: Tensor | None,
@@ -223,8 +233,9 @@ class TransformerDecoder(nn.Module):
         new_state, layer_weights = dict(state), []
         for i, layer in enumerate(self.layers):
             cache = state[f"self.{i}"] if cached else None
-            x, weights, kv = layer(x, state[f"cross.{i}"], state["mask"], self_mask, cache)
-            new_state[f"self.{i}"] = kv
+            x, weights, kv, after = layer(x, state["memory"], state[f"cross.{i}"], state["mask"],
+                                          self_mask, cache, state[f"attention.{i}"])
+            new_state[f"self.{i}"], new_state[f"attention.{i}"] = kv, after
             layer_weights.append(weights)
         weights = None if layer_weights[0] is None else torch.stack(layer_weights, 1)  # (B, L, H, T, S)
         return self.norm(x), new_state, weights
@@ -240,35 +251,50 @@ class TransformerDecoder(nn.Module):
         x, _, weights = self.decode(state, tgt_in, 0, mask, cached=False)
         return x, weights
 
+    def regularizer(self, weights: Tensor | None, target_mask: Tensor) -> Tensor:
+        """The cross-attention mechanism's own training loss (coverage), summed over layers."""
+        total = torch.zeros((), device=target_mask.device)
+        if weights is None:
+            return total
+        for i, layer in enumerate(self.layers):
+            own = layer.cross_attn.regularizer(weights[:, i], target_mask)
+            total = total if own is None else total + own
+        return total
+
+    def coverage(self, state: State) -> Tensor | None:
+        """Coverage averaged over the layers whose cross-attention keeps it."""
+        found = [layer.cross_attn.coverage(state[f"attention.{i}"])
+                 for i, layer in enumerate(self.layers)]
+        found = [c for c in found if c is not None]
+        if not found:
+            return None
+        return torch.stack(found).mean(0).masked_fill(~state["mask"], 1.0)
+
 
 class TransformerSeq2Seq(EncoderDecoder):
+    Config = TransformerConfig
+
     def __init__(self, cfg: TransformerConfig, src_vocab: int, tgt_vocab: int):
         super().__init__()
-        check(cfg)
         if cfg.share_embeddings and src_vocab != tgt_vocab:
             raise UserError("model.share_embeddings needs a joint vocabulary (tokenizer.joint: true)")
+        if cfg.d_model % cfg.heads:
+            raise UserError(f"model.d_model ({cfg.d_model}) must be divisible by model.heads "
+                            f"({cfg.heads})")
         self.cfg = cfg
         self.src_embed = new_embedding(src_vocab, cfg.d_model)
         self.src_positions = Positions(cfg.d_model, cfg.positions, cfg.max_positions, cfg.dropout)
         self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.enc_layers))
         self.enc_norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
-        decoder_cfg = TransformerDecoderConfig(
-            d_model=cfg.d_model, heads=cfg.heads, ffn_dim=cfg.ffn_dim, layers=cfg.dec_layers,
-            dropout=cfg.dropout, attn_dropout=cfg.attn_dropout, act_dropout=cfg.act_dropout,
-            activation=cfg.activation, norm=cfg.norm, positions=cfg.positions,
-            max_positions=cfg.max_positions, tie_output=cfg.tie_output)
-        self.decoder = TransformerDecoder(decoder_cfg, tgt_vocab,
+        self.decoder = TransformerDecoder(cfg, tgt_vocab,
                                           self.src_embed if cfg.share_embeddings else None)
+
+    def attention_names(self) -> dict[str, list[str]]:
+        return {**super().attention_names(),
+                "encoder-self": [f"encoder.{i}.self_attn" for i in range(len(self.encoder))]}
 
     def encode(self, src: Tensor, src_mask: Tensor) -> State:
         x = self.src_positions(self.src_embed(src))
         for layer in self.encoder:
             x = layer(x, src_mask)
         return self.decoder.init_state(self.enc_norm(x), src_mask)  # memory (B, S, D)
-
-    def step(self, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
-        return self.decoder.step(state, prev_tokens)
-
-    def forward_features(self, src: Tensor, src_mask: Tensor,
-                         tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
-        return self.decoder.features(self.encode(src, src_mask), tgt_in)

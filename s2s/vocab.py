@@ -1,0 +1,7 @@
+"""Special token ids, the same in every vocabulary: padding, unknown, begin and end of sentence.
+
+A leaf module: models, search and batching import these ids without importing the tokenizer.
+"""
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+EOS_PIECE = "</s>"
