@@ -212,6 +212,48 @@ def caption(run_dir, images, n_best, beam, length_penalty, batch_size, max_len, 
 
 
 @cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default="curves.png",
+              show_default=True, help="A .png, .svg or .pdf file.")
+def plot(run_dirs, output):
+    """Training curves of RUN_DIRS, overlaid: training loss, learning rate, validation loss and
+    score, against steps and against minutes (from each run's metrics.jsonl)."""
+    from s2s.curves import plot_runs
+
+    plot_runs(list(run_dirs), output)
+    click.echo(f"wrote {output}")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any but loopback needs --api-key.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Server processes, each with its own copy of the models.")
+@click.option("--api-key", help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY); "
+              "default: $S2S_API_KEY.")
+@click.option("--max-batch", type=click.IntRange(1),
+              help="Most sentences (or images) per forward pass (default: the run's batch size).")
+@click.option("--window-ms", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="How long a batch waits for another request to join it.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--checkpoint", default="best", show_default=True, help="best, last or step-N.")
+def serve(run_dirs, host, port, workers, api_key, max_batch, window_ms, device, checkpoint):
+    """Serve RUN_DIRS over HTTP: translation, attention and captions (JSON API under /v1), and the
+    attention explorer at /. Needs the `serve` extra: pip install "s2s[serve]"."""
+    try:
+        from s2s.serve.app import serve as run_service
+    except ImportError as e:
+        if e.name not in ("fastapi", "starlette", "uvicorn", "pydantic", "multipart",
+                          "python_multipart"):
+            raise
+        raise UserError(f'`s2s serve` needs {e.name}: pip install "s2s[serve]"') from None
+    run_service(list(run_dirs), host, port, workers, api_key, device, checkpoint, max_batch,
+                window_ms, say=lambda line: click.echo(line, err=True))
+
+
+@cli.command()
 def recipes():
     """List the recipes: name, task, model, attention, dataset."""
     from s2s.recipe_files import recipe_rows

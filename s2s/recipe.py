@@ -103,6 +103,7 @@ class TrainConfig:
     self_critical_lr: PositiveFloat = 5e-5  # constant lr of the self-critical steps
     seed: int = 1
     threads: NonNegativeInt = 0  # torch intra-op threads; 0 = leave torch's default
+    tensorboard: bool = False  # also write the metrics as TensorBoard scalars into RUN/tensorboard/
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from s2s.run import (CHECKPOINT_DIR, METRICS_FILE, RECIPE_FILE, autocast, load_r
                      pick_device, resolve_precision)
 from s2s.search import decode, max_lengths
 from s2s.tasks import task_of
+from s2s.tensorboard_log import TensorBoardLog
 
 HIGHER_IS_BETTER = {"bleu": True, "exact": True, "loss": False}
 
@@ -90,6 +91,8 @@ class Trainer:
         self.precision = resolve_precision(self.cfg.precision, self.device)
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
+        self.tensorboard = (TensorBoardLog(run_dir) if self.cfg.tensorboard and dist.is_main()
+                            else None)
         torch.manual_seed(self.cfg.seed)
         task = task_of(recipe)
         self.tokenizer = run_tokenizer(recipe, task, self.run_dir, log)
@@ -303,6 +306,8 @@ class Trainer:
         if dist.is_main():
             with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            if self.tensorboard:
+                self.tensorboard.write(record)
 
 
 class _StopOnSignal:

@@ -72,3 +72,26 @@ def trained_run(tmp_path_factory):
                                "train": {**TINY["train"], "max_steps": 120, "eval_every": 60}})
     train(recipe, run_dir, device="cpu", log=lambda *a: None)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def transformer_run(tmp_path_factory):
+    """A tiny Transformer on the dates corpus: 2 layers x 2 heads, trained for a few seconds."""
+    from s2s.recipe import recipe_from_dict
+    from s2s.train import train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny-transformer"
+    model = {"arch": "transformer", "d_model": 32, "heads": 2, "ffn_dim": 64, "enc_layers": 2,
+             "dec_layers": 2, "dropout": 0.0}
+    recipe = recipe_from_dict({"name": "tiny-transformer", **TINY, "model": model,
+                               "train": {**TINY["train"], "max_steps": 30, "eval_every": 30}})
+    train(recipe, run_dir, device="cpu", log=lambda *a: None)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def captioning_run(tmp_path_factory):
+    """A tiny captioning run (shapes), trained for one step: enough to caption and attend."""
+    from serving import train_captioner
+
+    return train_captioner(tmp_path_factory.mktemp("captioner"))

@@ -9,7 +9,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import TINY
 from s2s.alignment.forced import align, forced_weights
 from s2s.attention import record_attention
 from s2s.cli import cli
@@ -17,21 +16,6 @@ from s2s.data.tokenizer import BOS, EOS
 from s2s.run import Run
 
 SENTENCE = "Saturday, 4 July 1998"
-
-
-@pytest.fixture(scope="session")
-def transformer_run(tmp_path_factory):
-    """A tiny Transformer on the dates corpus: 2 layers x 2 heads, trained for a few seconds."""
-    from s2s.recipe import recipe_from_dict
-    from s2s.train import train
-
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny-transformer"
-    model = {"arch": "transformer", "d_model": 32, "heads": 2, "ffn_dim": 64, "enc_layers": 2,
-             "dec_layers": 2, "dropout": 0.0}
-    recipe = recipe_from_dict({"name": "tiny-transformer", **TINY, "model": model,
-                               "train": {**TINY["train"], "max_steps": 30, "eval_every": 30}})
-    train(recipe, run_dir, device="cpu", log=lambda *a: None)
-    return run_dir
 
 
 @pytest.fixture(params=["rnn", "transformer"])

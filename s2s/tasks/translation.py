@@ -8,7 +8,8 @@ from s2s.alignment.forced import Aligned, align, default_choice, describe
 from s2s.alignment.metrics import (alignment_error_rate, attention_stats, corpus_attention_stats,
                                    pharaoh, read_alignments, rollout, select)
 from s2s.alignment.probes import DATE_FIELDS, choices, dates_alignment_accuracy
-from s2s.alignment.render import plot_grid, plot_heatmap, render_terminal, save_matrices
+from s2s.alignment.render import (matrices_record, plot_grid, plot_heatmap, render_terminal,
+                                  save_matrices)
 from s2s.data.batching import TokenizedSplit
 from s2s.data.corpus import load_split, text_pairs
 from s2s.errors import UserError
@@ -116,14 +117,25 @@ def inspect_sentence(run: Run, item: Aligned, request: InspectRequest) -> str:
     return "\n".join(lines)
 
 
-def export(run: Run, item: Aligned, words: bool, output) -> None:
-    """Every kind's matrices (all layers and heads) with their tokens, to .json or .npz."""
+def export_parts(run: Run, item: Aligned, words: bool) -> tuple:
+    """What an export holds: cross-attention columns, rows and weights, metadata, and the other
+    kinds ({kind: (rows, columns, weights)})."""
     columns, rows, weights = item.matrices("cross", words)
     others = {kind: (r, c, w) for kind in ("encoder-self", "decoder-self") if kind in item.kinds
               for c, r, w in [item.matrices(kind, words)]}
-    save_matrices(output, columns, rows, weights, {
-        "run": str(run.dir), "model": describe(run), "source": item.source,
-        "target": item.target, "words": words}, others)
+    return columns, rows, weights, {"run": str(run.dir), "model": describe(run),
+                                    "source": item.source, "target": item.target,
+                                    "words": words}, others
+
+
+def sentence_record(run: Run, item: Aligned, words: bool) -> dict:
+    """The JSON-able record `s2s inspect -o x.json` writes (the Python API returns it too)."""
+    return matrices_record(*export_parts(run, item, words))
+
+
+def export(run: Run, item: Aligned, words: bool, output) -> None:
+    """Every kind's matrices (all layers and heads) with their tokens, to .json or .npz."""
+    save_matrices(output, *export_parts(run, item, words))
 
 
 def as_grid(chosen: np.ndarray, layer, head) -> np.ndarray | None:
