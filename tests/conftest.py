@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("S2S_TEST_THREADS", "2")))  # 1 on a shared machine
 
 TINY = {
     "description": "tiny dates model for tests",
