@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import subprocess
@@ -137,7 +138,7 @@ def machine_state() -> dict:
             "avx512": " avx512f" in flags, "amx": " amx_tile" in flags,
             "mem_available": mem.get("MemAvailable", "").strip(), "kernel": platform.release(),
             "python": platform.python_version(), "s2s_commit": commit,
-            "load_average": load_average(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "load_average": [round(x, 2) for x in load_average()], "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def wait_for_idle(max_load: float, wait: float) -> bool:
@@ -199,28 +200,29 @@ class Jobs:
               file=sys.stderr, flush=True)
 
 
-def s2s_decode_job(paths: Paths, env: dict[str, str], system: str, extra: str, hyps: str) -> list[str]:
-    """A shell command that decodes test greedy and beam 5 with s2s and reports like every peer.
-
-    Hypotheses go to `hyps`.greedy.txt and `hyps`.beam5.txt."""
-    data = Path(env["PEERS_DATA"])
-    lines = ["set -euo pipefail"]
+def s2s_decode(args) -> None:
+    """The s2s decoding job of `run`: test greedy and beam 5, each reported like every peer's."""
+    peers = find_peers(args.peers)
+    py = Path(os.environ["PEERS_VENVS"]) / "base" / "bin" / "python"
+    data, extra = Path(os.environ["PEERS_DATA"]), args.extra_args
     for search in ("greedy", "beam5"):
-        hyp = f"{hyps}.{search}.txt"
-        decode = [sys.executable, str(S2S_BENCH), "decode", str(paths.s2s_run), "--search", search,
-                  "--source", str(data / "raw" / "test.de"), "--out", hyp,
-                  "--checkpoint", paths.s2s_ckpt.name, "--extra-args", extra]
-        notes = (f"s2s translate --batch-size {env['DEC_BATCH']} --beam {1 if search == 'greedy' else 5} "
-                 f"--max-len {env['MAX_DEC_LEN']} {extra}".strip()
-                 + "; time = s2s.translate.translate_ids calls (model loaded, input read); "
-                 f"own SentencePiece 8k; ckpt {paths.s2s_ckpt}")
-        lines += [f"T0=$(date +%s.%N); LOG=$({shlex.join(decode)} 2>&1) || {{ echo \"$LOG\" >&2; exit 1; }}",
-                  "T1=$(date +%s.%N); SECS=$(echo \"$LOG\" | sed -n 's/^PEERS_DECODE_SECONDS //p')",
-                  shlex.join([str(paths.py), str(paths.peers / "common/decode_report.py"), "--system", system,
-                              "--version", s2s_version(), "--search", search, "--format", "text",
-                              "--hyp", hyp, "--notes", notes])
-                  + ' --seconds "$SECS" --wall "$(python3 -c "print(round($T1-$T0,2))")"']
-    return ["bash", "-c", "\n".join(lines)]
+        hyp = f"{args.hyps}.{search}.txt"
+        start = time.time()
+        proc = subprocess.run([sys.executable, str(S2S_BENCH), "decode", str(args.run.parent.parent), "--search",
+                               search, "--source", str(data / "raw" / "test.de"), "--out", hyp,
+                               "--checkpoint", args.run.name, "--extra-args", extra],
+                              capture_output=True, text=True)
+        wall = time.time() - start
+        seconds = re.search(r"^PEERS_DECODE_SECONDS ([\d.]+)", proc.stdout, re.M)
+        if proc.returncode or not seconds:
+            raise SystemExit(f"s2s decoding failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        notes = (f"s2s translate --batch-size {os.environ['DEC_BATCH']} --beam {1 if search == 'greedy' else 5} "
+                 f"--max-len {os.environ['MAX_DEC_LEN']} {extra}".strip()
+                 + "; time = the batched decoding calls (s2s.translate.translate_ids: model loaded, input "
+                 f"read); own SentencePiece 8k; ckpt {args.run}")
+        subprocess.run([str(py), str(peers / "common/decode_report.py"), "--system", args.system,
+                        "--version", s2s_version(), "--search", search, "--format", "text", "--hyp", hyp,
+                        "--seconds", seconds.group(1), "--wall", f"{wall:.2f}", "--notes", notes], check=True)
 
 
 def s2s_version() -> str:
@@ -371,9 +373,10 @@ def run_sitting(args) -> None:
                                                   str(paths.onmt_ckpt), note], decode_env)
             variants = [("s2s", "")] + [(f"s2s {extra}", extra) for extra in args.s2s_decode_args]
             for i, (system, extra) in enumerate(variants):
-                denv = {**env, **decode_env}
-                hyps = str(paths.compare / "s2s" / f"hyp.{i}")
-                jobs.run(f"decode-s2s-{i}{tag}", s2s_decode_job(paths, denv, system, extra, hyps), decode_env)
+                jobs.run(f"decode-s2s-{i}{tag}", [
+                    sys.executable, __file__, "s2s-decode", "--peers", str(peers), "--run", str(paths.s2s_ckpt),
+                    "--system", system, f"--extra-args={extra}",
+                    "--hyps", str(paths.compare / "s2s" / f"hyp.{i}")], decode_env)
     table = make_table(results)
     (results / "table.md").write_text(table)
     print(table)
@@ -439,6 +442,12 @@ def main() -> None:
     t = sub.add_parser("table", help="print the table of a results folder again")
     t.add_argument("results", type=Path)
     sub.add_parser("gemm-rates", help="GEMM rates at the decoding shapes (a job of `run`)")
+    d = sub.add_parser("s2s-decode", help="s2s's decoding (a job of `run`)")
+    d.add_argument("--peers", help="the harness folder (default: ../shared/peers)")
+    d.add_argument("--run", type=Path, required=True, help="RUN_DIR/checkpoints/step-N")
+    d.add_argument("--system", default="s2s")
+    d.add_argument("--extra-args", default="", help="more `s2s translate` options, one string")
+    d.add_argument("--hyps", required=True, help="hypotheses go to HYPS.greedy.txt and HYPS.beam5.txt")
     args = parser.parse_args()
     if args.command == "prepare":
         args.data = args.data or find_peers(args.peers).parent / "data" / "multi30k"
@@ -448,6 +457,8 @@ def main() -> None:
         run_sitting(args)
     elif args.command == "table":
         print(make_table(args.results))
+    elif args.command == "s2s-decode":
+        s2s_decode(args)
     else:
         gemm_rates()
 

@@ -26,13 +26,14 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import s2s.translate  # noqa: E402
 from s2s.cli import cli  # noqa: E402
-from s2s.recipe import load_recipe  # noqa: E402
+from s2s.recipe import apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict  # noqa: E402
 from s2s.run import RECIPE_FILE, TOKENIZER_DIR, load_run_recipe  # noqa: E402
 from s2s.train import Trainer, prepare_run  # noqa: E402
 
@@ -80,8 +81,10 @@ def unique_parameters(model: torch.nn.Module) -> int:
 
 
 def train_steps(run_dir: Path, steps: int, work: Path) -> None:
-    """`steps` optimiser steps of a fresh model on `run_dir`'s recipe, tokenizer and data cache."""
-    recipe = load_run_recipe(run_dir)
+    """`steps` optimiser steps of a fresh model on `run_dir`'s recipe, tokenizer and data cache,
+    with the threads this process was given (OMP_NUM_THREADS), whatever the run was trained with."""
+    threads = f"train.threads={os.environ.get('OMP_NUM_THREADS', '2')}"
+    recipe = recipe_from_dict(apply_overrides(recipe_to_dict(load_run_recipe(run_dir)), [threads]))
     if work.exists():
         shutil.rmtree(work)
     prepare_run(recipe, work, resume=False, overwrite=True)
@@ -90,6 +93,8 @@ def train_steps(run_dir: Path, steps: int, work: Path) -> None:
         shutil.copytree(run_dir / "cache", work / "cache")
     trainer = Trainer(recipe, work, device="cpu", log=lambda *a: None)
     print(f"PEERS_PARAMS {unique_parameters(trainer.model)}", flush=True)
+    lengths = trainer.train_data.tgt_lens  # s2s's own pieces; the harness counts its own likewise
+    print(f"PEERS_TRAIN_TGT_TOKENS {int(lengths.sum()) + len(lengths)}", flush=True)
     step = 0
     while step < steps:
         for rows in trainer.epoch_batches(trainer.progress.epoch):
@@ -122,9 +127,13 @@ def timed_decode(run_dir: Path, checkpoint: str, beam: int, source: Path, out: P
             "--max-len", os.environ.get("MAX_DEC_LEN", "128"),
             "--device", "cpu", "--checkpoint", checkpoint, *extra_args]
     try:
-        cli.main(args, prog_name="s2s", standalone_mode=False)
+        status = cli.main(args, prog_name="s2s", standalone_mode=False)
+    except click.ClickException as e:  # e.g. an option this version of s2s does not have
+        raise SystemExit(f"s2s translate: {e.format_message()}") from None
     finally:
         s2s.translate.translate_ids = inner
+    if status:  # a user error, already printed as one line
+        raise SystemExit(status)
     if not spent[1]:
         raise SystemExit("s2s translate decoded nothing through s2s.translate.translate_ids; "
                          "the timing hook in bench/peers_s2s.py needs updating")

@@ -165,7 +165,7 @@ def header(machine: dict, jobs: list[dict]) -> list[str]:
     return out
 
 
-def training_table(rows: list[dict], rates: dict, peers: Path | None) -> list[str]:
+def training_table(rows: list[dict], rates: dict, peers: Path | None, data: Path) -> list[str]:
     flops = median(r["value"] for r in rows if r.get("metric") == "train_flops_per_tgt_token")
     by_kind = train_flops_by_kind(model_flops())
     at_shapes = weighted_rate(by_kind, rates, TRAIN_ROWS)
@@ -198,18 +198,34 @@ def training_table(rows: list[dict], rates: dict, peers: Path | None) -> list[st
                    f"| {fmt(achieved and rates.get('square') and 100 * achieved / rates['square'], '{:.0f}%')} "
                    f"| {fmt(achieved and at_shapes and 100 * achieved / at_shapes, '{:.0f}%')} "
                    f"| {fmt(median(r.get('value') for r in m.get('train_max_rss', [])))} | {ratio} |")
-    return out + ["", "Target tokens are each system's own pieces: the peers share the harness's "
-                  "SentencePiece model, s2s trains its own (8k, unigram, same text); compare tgt tok/step.", ""]
+    return out + ["", "Target tokens are each system's own pieces incl. EOS: the peers share the harness's "
+                  "SentencePiece model, s2s trains its own (unigram 8k, same text). "
+                  + pieces_note(systems.get("s2s", {}).get("train_tgt_tok_per_s", []), data), ""]
 
 
-def decoding_table(rows: list[dict], rates: dict, machine: dict) -> list[str]:
+def pieces_note(s2s_runs: list[dict], data: Path) -> str:
+    """How many target pieces s2s's tokenizer makes of the training text against the harness's."""
+    ours = None
+    for r in s2s_runs:
+        if Path(r.get("log") or "/nonexistent").is_file():
+            found = re.search(r"PEERS_TRAIN_TGT_TOKENS (\d+)", Path(r["log"]).read_text(errors="replace"))
+            ours = int(found.group(1)) if found else ours
+    stats = data / "stats.json"
+    if ours is None or not stats.is_file():
+        return ""
+    theirs = json.loads(stats.read_text())["train.en"]["pieces_plus_eos"]
+    return (f"Training targets: {ours:,} s2s pieces against {theirs:,} harness pieces (ratio {ours / theirs:.4f}; "
+            "divide s2s's tok/s ratios by it to compare sentences/s).")
+
+
+def decoding_table(rows: list[dict], rates: dict, machine: dict, data: Path) -> list[str]:
     runs: dict = {}
     for r in rows:
         m = re.match(r"decode_(greedy|beam5)_sent_per_s", r.get("metric", ""))
         if m and r.get("value") is not None:
             runs.setdefault((r["system"], m.group(1)), []).append(r)
     speed = {k: median(r["value"] for r in rs) for k, rs in runs.items()}
-    stats_file = Path(machine.get("peers_data", "/tmp/peers-data")) / "stats.json"
+    stats_file = data / "stats.json"
     stats = json.loads(stats_file.read_text())["test.de"] if stats_file.is_file() else None
     src_len = stats["pieces_plus_eos"] / stats["sentences"] if stats else 16.0
     ours = sorted({s for s, _ in runs if s.startswith("s2s")})
@@ -251,8 +267,9 @@ def make_table(results: Path) -> str:
     rows, machine, jobs = read_results(results)
     rates = gemm_rates(rows)
     peers = Path(machine["peers"]) if machine.get("peers") else None
-    return "\n".join(header(machine, jobs) + training_table(rows, rates, peers)
-                     + decoding_table(rows, rates, machine) + jobs_table(jobs)) + "\n"
+    data = Path(machine.get("peers_data", "/tmp/peers-data"))
+    return "\n".join(header(machine, jobs) + training_table(rows, rates, peers, data)
+                     + decoding_table(rows, rates, machine, data) + jobs_table(jobs)) + "\n"
 
 
 if __name__ == "__main__":
