@@ -6,9 +6,10 @@ venvs under /tmp/peers/venvs and the shared data under /tmp/peers-data). Two ste
     python bench/peers_compare.py prepare --peers ../shared/peers
         # slow, any time: step-N checkpoints (N = DECODE_CKPT_STEPS, 300) of s2s, fairseq and
         # OpenNMT-py trained on the same data with the same model and schedule, and the
-        # CTranslate2 conversion of the OpenNMT-py one; all under /tmp/peers/work
-    python bench/peers_compare.py run --peers ../shared/peers [--s2s-decode-args "--quantize int8"]
-        # the sitting, on an idle machine: one job at a time, then one table of ratios
+        # CTranslate2 conversion of the OpenNMT-py one; all under /tmp/peers/work (~50 min on
+        # an idle machine; what exists is kept, a stopped s2s run is resumed)
+    python bench/peers_compare.py run --peers ../shared/peers [--s2s-decode-args="--quantize int8"]
+        # the sitting, on an idle machine: one job at a time (~35 min), then one table of ratios
 
 `run` measures (a) training throughput (target tokens/s incl. EOS over steps WARM..WARM+WINDOW,
 max RSS; the harness's common/measure_train.py for every system, s2s included) of fairseq,
@@ -204,7 +205,7 @@ def s2s_decode(args) -> None:
     """The s2s decoding job of `run`: test greedy and beam 5, each reported like every peer's."""
     peers = find_peers(args.peers)
     py = Path(os.environ["PEERS_VENVS"]) / "base" / "bin" / "python"
-    data, extra = Path(os.environ["PEERS_DATA"]), args.extra_args
+    data, extra, version = Path(os.environ["PEERS_DATA"]), args.extra_args, s2s_version()
     for search in ("greedy", "beam5"):
         hyp = f"{args.hyps}.{search}.txt"
         start = time.time()
@@ -221,12 +222,12 @@ def s2s_decode(args) -> None:
                  + "; time = the batched decoding calls (s2s.translate.translate_ids: model loaded, input "
                  f"read); own SentencePiece 8k; ckpt {args.run}")
         subprocess.run([str(py), str(peers / "common/decode_report.py"), "--system", args.system,
-                        "--version", s2s_version(), "--search", search, "--format", "text", "--hyp", hyp,
+                        "--version", version, "--search", search, "--format", "text", "--hyp", hyp,
                         "--seconds", seconds.group(1), "--wall", f"{wall:.2f}", "--notes", notes], check=True)
 
 
 def s2s_version() -> str:
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
                             capture_output=True, text=True).stdout.strip()
     return f"{__version__} ({commit})" if commit else __version__
 
@@ -282,7 +283,9 @@ def prepare(args) -> None:
                 raise SystemExit(f"{name} failed: see {logs / name}.log")
 
     n = args.steps
-    if not (paths.s2s_ckpt / "model.safetensors").is_file():
+    if not (paths.s2s_ckpt / "model.safetensors").is_file() and (paths.s2s_run / "checkpoints" / "last").exists():
+        run("s2s", [sys.executable, "-m", "s2s", "train", str(paths.s2s_run), "--resume", "--device", "cpu"])
+    if not (paths.s2s_ckpt / "model.safetensors").is_file():  # (s2s saves a stopped run: resumed above)
         overrides = subprocess.run([sys.executable, str(S2S_BENCH), "overrides", "--data", str(args.data),
                                     "--steps", str(n)], env=env, capture_output=True, text=True,
                                    check=True).stdout.split("\n")
@@ -426,12 +429,12 @@ def main() -> None:
     r = sub.add_parser("run", parents=[common], help="the measuring sitting (idle machine)")
     r.add_argument("--s2s-decode-args", action="append", default=[], metavar="ARGS",
                    help='more `s2s translate` options for an extra s2s decoding row, e.g. '
-                        '"--quantize int8" (repeatable)')
+                        '--s2s-decode-args="--quantize int8" (repeatable)')
     r.add_argument("--warm", type=int, help="steps before the throughput window (default WARM or 20)")
     r.add_argument("--window", type=int, help="steps in the throughput window (default WINDOW or 100)")
     r.add_argument("--decode-sentences", type=int, default=0,
                    help="decode only the first N test sentences (dry runs; default all 1000)")
-    r.add_argument("--stages", default="micro,train,decode", help="comma-separated subset")
+    r.add_argument("--stages", default="micro,train,decode", help="a subset of micro,train,decode")
     r.add_argument("--repeat", type=int, default=1, help="run every job N times; the table shows medians")
     r.add_argument("--skip-opennmt-decode", action="store_true", help="no OpenNMT-py decoding row")
     r.add_argument("--max-load", type=float, default=0.5, help="refuse above this 1-minute load average")

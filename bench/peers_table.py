@@ -244,13 +244,14 @@ def decoding_table(rows: list[dict], rates: dict, machine: dict, data: Path) -> 
                    f"| {fmt(out_len, '{:.2f}')} | {fmt(flops and flops * sent / 1e9, '{:.1f}')} "
                    f"| {fmt(limit, '{:,.1f}')} | {fmt(limit and 100 * sent / limit, '{:.0f}%')} "
                    f"| {'; '.join(ratios) or '–'} |")
-    decode_rates = ", ".join(f"{k} {fmt(rates.get((k, rows)))}" for rows in (64, 320) for k in KINDS)
+    decode_rates = "; ".join(f"{rows} rows: " + ", ".join(f"{k} {fmt(rates.get((k, rows)))}" for k in KINDS)
+                             for rows in (64, 320))
     return out + ["", "Decoding time excludes loading the model (each toolkit's own timer; for s2s a timer "
                   "around its batched decoding calls). BLEU: sacreBLEU 13a on detokenised output, output "
                   "lengths and tok/s in the harness's pieces, for every system (common/decode_report.py). "
                   "GEMM-bound limit: the model's matmul FLOPs for the same outputs (encoder per source token "
                   "at the training-shape rates, one decoder step per output token incl. EOS and hypothesis "
-                  f"at the rate for 64 or 320 rows: {decode_rates} GFLOP/s) over those rates; "
+                  f"at the rate for 64 or 320 rows; {decode_rates} GFLOP/s) over those rates; "
                   "achieved GFLOP/s counts the same FLOPs (int8 ones included).", ""]
 
 
