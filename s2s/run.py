@@ -37,7 +37,9 @@ def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 matmuls are fast here: CUDA with bf16 support, or a CPU with AMX tiles."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    amx = getattr(torch._C._cpu, "_is_amx_tile_supported", lambda: False)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch >= 2.3
+    if amx is None:
+        amx = getattr(torch._C._cpu, "_is_amx_tile_supported", lambda: False)
     return bool(amx())
 
 

@@ -135,3 +135,18 @@ def test_a_cooldown_longer_than_the_run_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="cooldown_steps"):  # when the recipe is loaded
         load_recipe(str(write_recipe(tmp_path / "tiny.yaml", TINY)),
                     ["train.max_steps=5", "train.cooldown_steps=10"])
+
+
+def test_auto_precision_follows_torchs_amx_detection(monkeypatch):
+    """`precision: auto` is bf16 on a CPU with AMX tiles (bf16 matmuls ~6x fp32 there) and fp32
+    elsewhere; the detection must be the one this torch has (torch.cpu._is_amx_tile_supported)."""
+    import torch
+
+    from s2s.run import resolve_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("fp32", cpu) == "fp32"
