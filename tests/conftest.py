@@ -19,6 +19,7 @@ TINY = {
     "model": {"arch": "rnn", "emb_dim": 32, "hidden_dim": 64, "dropout": 0.1,
               "share_embeddings": True, "attention": {"type": "additive"}},
     "train": {"batch_tokens": 1500, "lr": 0.005, "schedule": "constant", "max_steps": 40,
+              "precision": "fp32",  # the same numbers on AMX machines (auto: bf16) and others
               "eval_every": 20, "log_every": 10, "eval_metric": "exact", "label_smoothing": 0.0},
     "decode": {"beam": 2, "max_len_a": 0.0, "max_len_b": 14, "batch_size": 16},
 }

@@ -15,7 +15,8 @@ TINY_CAPTIONER = {
     "tokenizer": {"type": "unigram", "vocab_size": 40},
     "model": {"arch": "captioner", "encoder": {"type": "cnn", "image_size": 32, "channels": [4, 8]},
               "decoder": {"type": "rnn", "emb_dim": 8, "hidden_dim": 16}},
-    "train": {"batch_tokens": 200, "max_steps": 1, "eval_every": 1, "eval_metric": "exact"},
+    "train": {"batch_tokens": 200, "max_steps": 1, "eval_every": 1, "eval_metric": "exact",
+              "precision": "fp32"},
     "decode": {"beam": 2, "max_len_a": 0.0, "max_len_b": 12, "batch_size": 8},
 }
 

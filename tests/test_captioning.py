@@ -176,7 +176,8 @@ TINY_SHAPES = {
                           "attention": "cbam", "spatial_transformer": True},
               "decoder": {"type": "rnn", "emb_dim": 16, "hidden_dim": 32, "gate": True,
                           "doubly_stochastic": 1.0}},
-    "train": {"batch_tokens": 600, "max_steps": 12, "eval_every": 6, "eval_metric": "exact"},
+    "train": {"batch_tokens": 600, "max_steps": 12, "eval_every": 6, "eval_metric": "exact",
+              "precision": "fp32"},
     "decode": {"beam": 2, "max_len_a": 0.0, "max_len_b": 20, "batch_size": 8},
 }
 
