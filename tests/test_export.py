@@ -167,6 +167,13 @@ def test_imported_run_has_attention_to_inspect_and_align(imported, tmp_path):
                                  "--data", str(pairs), "--json"])
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.output)["per_layer_head"]) == 2 * (2 + 1)  # heads + mean
+    src, ref = tmp_path / "test.src", tmp_path / "test.ref"
+    src.write_text("".join(t + "\n" for t in TEXTS))
+    ref.write_text("".join(t + "\n" for t in TEXTS))
+    result = runner.invoke(cli, ["evaluate", str(imported), "--src", str(src), "--ref", str(ref),
+                                 "--json", "--beam", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["sentences"] == len(TEXTS)
 
 
 def test_import_mistakes_are_one_line_and_write_nothing(marian, tmp_path):
@@ -204,3 +211,36 @@ def test_import_mistakes_are_one_line_and_write_nothing(marian, tmp_path):
     (pickled / "model.safetensors").unlink()
     (pickled / "pytorch_model.bin").write_bytes(pickle.dumps({"model.shared.weight": Payload()}))
     fails(pickled, "refusing to unpickle it")
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_ctranslate2_export_decodes_as_s2s_does(norm, tmp_path):
+    pytest.importorskip("ctranslate2")
+    from s2s.export.ctranslate2 import export_ctranslate2, open_export
+
+    run = Run.open(make_run(tmp_path / "run", norm=norm), device="cpu")
+    out = export_ctranslate2(run, tmp_path / "ct2")
+    engine = open_export(out)
+    texts = sentences(20, seed=3)
+    ours = translate(run, texts, DecodeOptions(beam=1))
+    theirs = translate(engine, texts, DecodeOptions(beam=1))
+    assert [a[0].tokens for a in ours] == [b[0].tokens for b in theirs]
+    n_best = translate(engine, texts, DecodeOptions(beam=3, n_best=2))  # the budgets make the
+    assert all(len(r) == 2 for r in n_best)  # random model's beams differ; the real one: bench/
+    result = CliRunner().invoke(cli, ["translate", str(out), texts[0], "--beam", "1"])
+    assert result.exit_code == 0, result.output
+    greedy = translate(run, texts[:1], DecodeOptions(beam=1))[0][0].text
+    assert result.output.rstrip("\n") == greedy
+    result = CliRunner().invoke(cli, ["translate", str(tmp_path / "run"), texts[0], "--beam", "1",
+                                      "--engine", "ctranslate2"])
+    assert result.exit_code == 0 and result.output.rstrip("\n") == greedy
+
+
+def test_ctranslate2_refuses_rnn_runs(trained_run, tmp_path):
+    pytest.importorskip("ctranslate2")
+    result = CliRunner().invoke(cli, ["export", str(trained_run), "--to", "ctranslate2",
+                                      str(tmp_path / "ct2")])
+    assert result.exit_code == 2
+    assert "CTranslate2 has no RNN decoder" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "ct2").exists()

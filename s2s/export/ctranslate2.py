@@ -16,7 +16,6 @@ one-line error. Sources are passed exactly as s2s makes them (no "<s>" or "</s>"
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -168,20 +167,28 @@ class CTranslate2Engine:
         self.never = [[pieces[i]] for i in NEVER_OUTPUT]
 
     def search(self, sources: list[list[int]], opts, decode) -> list[list[Hypothesis]]:
+        """n-best hypotheses of each source (none for an empty one), as `s2s.search.decode`.
+
+        s2s's budget counts the end token, which it forces at the last step: at most
+        budget - 1 tokens before it. CTranslate2 takes one budget per call, the batch's largest;
+        a longer output is cut to its own sentence's budget (exactly s2s's greedy output; beam
+        search rarely reaches a budget)."""
         results: list[list[Hypothesis]] = [[] for _ in sources]
         lengths = np.array([len(s) for s in sources])
         rows = np.flatnonzero(lengths > 0)
+        budgets = np.floor(lengths * decode.max_len_a + decode.max_len_b).astype(int)
+        if opts.max_len:
+            budgets = np.minimum(budgets, opts.max_len)
         for index in token_batches(lengths, lengths, rows, batch_tokens=10**9,
                                    max_sentences=opts.batch_size):
-            budget = math.floor(lengths[index].max() * decode.max_len_a + decode.max_len_b)
-            budget = min(budget, opts.max_len) if opts.max_len else budget
             found = self.translator.translate_batch(
                 [self.tokenizer.src_pieces(sources[i]) for i in index], beam_size=opts.beam,
-                num_hypotheses=opts.n_best, length_penalty=opts.length_penalty,
-                max_decoding_length=max(budget, 1), return_scores=True,
-                suppress_sequences=self.never, max_input_length=0)
+                num_hypotheses=max(opts.n_best, 1), length_penalty=opts.length_penalty,
+                max_decoding_length=max(int(budgets[index].max()) - 1, 1), min_decoding_length=0,
+                return_scores=True, suppress_sequences=self.never, max_input_length=0)
             for i, result in zip(index.tolist(), found):
-                results[i] = [Hypothesis([self.tgt_ids[p] for p in tokens], score)
+                keep = max(int(budgets[i]) - 1, 0)
+                results[i] = [Hypothesis([self.tgt_ids[p] for p in tokens][:keep], score)
                               for tokens, score in zip(result.hypotheses, result.scores)]
         return results
 
