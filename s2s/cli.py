@@ -124,7 +124,8 @@ def open_for_translation(path: Path, checkpoint: str, device: str, engine: str |
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True, help="train, validation or test.")
 @click.option("--hyp", type=click.Path(path_type=Path), help="Score this file (no model needed) ...")
-@click.option("--ref", type=click.Path(path_type=Path), help="... against this reference file.")
+@click.option("--src", type=click.Path(path_type=Path), help="... or translate this file with RUN_DIR ...")
+@click.option("--ref", type=click.Path(path_type=Path), help="... and score against this reference file.")
 @click.option("--alignments", type=click.Path(path_type=Path),
               help="Gold word alignments for --data (i-j sure, i?j or i-j-P possible): AER.")
 @click.option("--data", "pairs_file", type=click.Path(path_type=Path),
@@ -132,12 +133,31 @@ def open_for_translation(path: Path, checkpoint: str, device: str, engine: str |
 @click.option("-o", "--output", "output_file", type=click.Path(path_type=Path), help="Save hypotheses.")
 @click.option("--json", "as_json", is_flag=True, help="Print scores as JSON.")
 @with_options(decode_options)
-def evaluate(run_dir, split, hyp, ref, alignments, pairs_file, output_file, as_json, beam,
+def evaluate(run_dir, split, hyp, src, ref, alignments, pairs_file, output_file, as_json, beam,
              length_penalty, batch_size, max_len, device, checkpoint):
-    """BLEU and chrF (sacreBLEU, with signatures) of a run on a split, or of --hyp vs --ref;
-    alignment error rate against gold alignments with --alignments and --data."""
+    """BLEU and chrF (sacreBLEU, with signatures) of a run on a split or on --src vs --ref, or of
+    --hyp vs --ref; alignment error rate against gold alignments with --alignments and --data."""
     from s2s.cli_io import print_report
 
+    if src:
+        from s2s.evaluate import score
+        from s2s.files import atomic_write_text, read_lines
+        from s2s.run import Run
+        from s2s.translate import DecodeOptions, translate as translate_texts
+
+        if not (run_dir and ref) or hyp:
+            raise UserError("--src needs RUN_DIR and --ref (and no --hyp)")
+        sources, references = read_lines(src), read_lines(ref)
+        if len(sources) != len(references):
+            raise UserError(f"{src} has {len(sources)} lines but {ref} has {len(references)}")
+        run = Run.open(run_dir, checkpoint, device)
+        opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty,
+                                      batch_size=batch_size, max_len=max_len)
+        hyps = [r[0].text if r else "" for r in translate_texts(run, sources, opts)]
+        if output_file:
+            atomic_write_text(output_file, "".join(h + "\n" for h in hyps))
+        return print_report({"data": f"{run_dir} ({run.checkpoint.name}) on {src}, beam {opts.beam}",
+                             **score(hyps, references).as_dict()}, as_json)
     if hyp or ref:
         from s2s.evaluate import score_files
 
