@@ -41,8 +41,8 @@ def max_lengths(src_mask: Tensor, a: float, b: int, cap: int = 0) -> Tensor:
 
 def output_lprobs(logits: Tensor) -> Tensor:
     """Log-probabilities of the next token, (rows, V); padding and the start token can never
-    be chosen. They are removed after normalising, so scores are the model's own (as Hugging
-    Face's `bad_words_ids` and CTranslate2's `suppress_sequences` do)."""
+    be chosen. They are removed after normalising, so scores stay the model's own (as Hugging
+    Face's beam search applies `bad_words_ids`)."""
     lprobs = torch.log_softmax(logits.float(), dim=-1)
     lprobs[:, NEVER_OUTPUT] = float("-inf")
     return lprobs
