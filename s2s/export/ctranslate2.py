@@ -30,7 +30,6 @@ from s2s.data.tokenizer import Tokenizer
 from s2s.errors import UserError
 from s2s.export import CT2_MARKER
 from s2s.files import atomic_directory
-from s2s.models.transformer import sinusoids
 from s2s.recipe import save_recipe
 from s2s.run import RECIPE_FILE, TOKENIZER_DIR, Run, load_run_recipe, pick_device
 from s2s.search import Hypothesis

@@ -37,7 +37,7 @@ from s2s.files import atomic_directory
 from s2s.models import build_model
 from s2s.recipe import apply_overrides, recipe_from_dict, save_recipe
 from s2s.run import CHECKPOINT_DIR, RECIPE_FILE, TOKENIZER_DIR
-from s2s.vocab import BOS, EOS, PAD, UNK
+from s2s.vocab import BOS, PAD
 
 ABSENT_LOGIT = -1e4  # output bias of the added start row: exp(-1e4) underflows to exactly 0
 ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "swish": "swish", "silu": "swish"}
