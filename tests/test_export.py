@@ -211,14 +211,36 @@ def test_import_mistakes_are_one_line_and_write_nothing(marian, tmp_path):
     (pickled / "model.safetensors").unlink()
     (pickled / "pytorch_model.bin").write_bytes(pickle.dumps({"model.shared.weight": Payload()}))
     fails(pickled, "refusing to unpickle it")
+    result = runner.invoke(cli, ["import", "huggingface", str(pickled), str(tmp_path / "again")])
+    assert "payload ran" not in result.output
 
 
-@pytest.mark.parametrize("norm", ["pre", "post"])
-def test_ctranslate2_export_decodes_as_s2s_does(norm, tmp_path):
+def test_missing_extra_is_one_line(trained_run, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ctranslate2" else real(name, *a))
+    result = CliRunner().invoke(cli, ["export", str(trained_run), "--to", "ctranslate2",
+                                      str(tmp_path / "ct2")])
+    assert result.exit_code == 2
+    assert result.output.strip() == ("error: this needs the ctranslate2 package: "
+                                     "pip install 's2s[ctranslate2]'")
+
+
+VARIANTS = {"pre": dict(norm="pre"), "post": dict(norm="post"),
+            "other-choices": dict(norm="post", activation="gelu", positions="learned",
+                                  share_embeddings=False, tie_output=False, scale_embeddings=False,
+                                  output_bias=True),
+            "swish": dict(norm="pre", activation="swish", tie_output=False)}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_ctranslate2_export_decodes_as_s2s_does(variant, tmp_path):
     pytest.importorskip("ctranslate2")
     from s2s.export.ctranslate2 import export_ctranslate2, open_export
 
-    run = Run.open(make_run(tmp_path / "run", norm=norm), device="cpu")
+    run = Run.open(make_run(tmp_path / "run", **VARIANTS[variant]), device="cpu")
     out = export_ctranslate2(run, tmp_path / "ct2")
     engine = open_export(out)
     texts = sentences(20, seed=3)
