@@ -258,6 +258,17 @@ def test_ctranslate2_export_decodes_as_s2s_does(variant, tmp_path):
     assert result.exit_code == 0 and result.output.rstrip("\n") == greedy
 
 
+def test_ctranslate2_export_leaves_the_run_untouched(tmp_path):
+    pytest.importorskip("ctranslate2")
+    from s2s.export.ctranslate2 import export_ctranslate2
+
+    run = Run.open(make_run(tmp_path / "run"), device="cpu")
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    for quantization in ("int8", "int8_float32", "float32"):
+        export_ctranslate2(run, tmp_path / quantization, quantization)
+    assert all(torch.equal(before[k], v) for k, v in run.model.state_dict().items())
+
+
 def test_ctranslate2_refuses_rnn_runs(trained_run, tmp_path):
     pytest.importorskip("ctranslate2")
     result = CliRunner().invoke(cli, ["export", str(trained_run), "--to", "ctranslate2",

@@ -51,7 +51,8 @@ def check_convertible(cfg) -> None:
 
 
 def numpy(t) -> np.ndarray:
-    return t.detach().float().cpu().contiguous().numpy()
+    """A copy: CTranslate2 quantises its arrays in place, which must not reach the s2s model."""
+    return t.detach().float().cpu().numpy().copy()
 
 
 def set_linear(spec, linear) -> None:
