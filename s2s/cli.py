@@ -74,17 +74,22 @@ def train(recipe, overrides, run_dir, resume, overwrite, device):
 @click.option("--align", is_flag=True, help="Append ' ||| ' and word alignments (Pharaoh, src-tgt).")
 @click.option("--align-layer", help="Layer for --align (default: the alignment layer).")
 @click.option("--align-head", help="Head N or mean for --align (default: mean).")
+@click.option("--engine", type=click.Choice(["s2s", "ctranslate2"]), default=None,
+              help="Decode with s2s (default) or CTranslate2 (a run is converted on the fly; an "
+                   "`s2s export --to ctranslate2` folder always uses it).")
 @with_options(decode_options)
-def translate(run_dir, text, input_file, output_file, n_best, align, align_layer, align_head, beam,
-              length_penalty, batch_size, max_len, device, checkpoint):
+def translate(run_dir, text, input_file, output_file, n_best, align, align_layer, align_head, engine,
+              beam, length_penalty, batch_size, max_len, device, checkpoint):
     """Translate TEXT, or FILE / stdin line by line (one output line per input line)."""
     from s2s.alignment.forced import default_choice
     from s2s.cli_io import input_lines, output_stream, parse_choice, write_translations
-    from s2s.run import Run
     from s2s.tasks import task_of
     from s2s.translate import DecodeOptions
 
-    run = Run.open(run_dir, checkpoint, device)
+    run = open_for_translation(run_dir, checkpoint, device, engine)
+    if align and run.model is None:
+        raise UserError(f"{run_dir} is a CTranslate2 model: --align needs the s2s run's attention "
+                        "(use `s2s translate RUN --engine ctranslate2 --align`)")
     task = task_of(run.recipe)
     opts = DecodeOptions.from_run(run, beam=beam, n_best=n_best, length_penalty=length_penalty,
                                   batch_size=batch_size, max_len=max_len)
@@ -98,11 +103,29 @@ def translate(run_dir, text, input_file, output_file, n_best, align, align_layer
         write_translations(task.translate(run, lines, opts, buffer, links), out, n_best)
 
 
+def open_for_translation(path: Path, checkpoint: str, device: str, engine: str | None):
+    """An s2s run (decoded by s2s, or converted to CTranslate2 on the fly with --engine
+    ctranslate2), or a folder made by `s2s export --to ctranslate2`."""
+    from s2s.export import is_ctranslate2_export, need
+    from s2s.run import Run
+
+    exported = is_ctranslate2_export(path)
+    if exported and engine == "s2s":
+        raise UserError(f"{path} is a CTranslate2 model; it decodes with --engine ctranslate2 only")
+    if not exported and engine != "ctranslate2":
+        return Run.open(path, checkpoint, device)
+    need("ctranslate2")
+    from s2s.export import ctranslate2 as ct2
+
+    return ct2.open_export(path) if exported else ct2.with_engine(Run.open(path, checkpoint, "cpu"))
+
+
 @cli.command()
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True, help="train, validation or test.")
 @click.option("--hyp", type=click.Path(path_type=Path), help="Score this file (no model needed) ...")
-@click.option("--ref", type=click.Path(path_type=Path), help="... against this reference file.")
+@click.option("--src", type=click.Path(path_type=Path), help="... or translate this file with RUN_DIR ...")
+@click.option("--ref", type=click.Path(path_type=Path), help="... and score against this reference file.")
 @click.option("--alignments", type=click.Path(path_type=Path),
               help="Gold word alignments for --data (i-j sure, i?j or i-j-P possible): AER.")
 @click.option("--data", "pairs_file", type=click.Path(path_type=Path),
@@ -110,12 +133,31 @@ def translate(run_dir, text, input_file, output_file, n_best, align, align_layer
 @click.option("-o", "--output", "output_file", type=click.Path(path_type=Path), help="Save hypotheses.")
 @click.option("--json", "as_json", is_flag=True, help="Print scores as JSON.")
 @with_options(decode_options)
-def evaluate(run_dir, split, hyp, ref, alignments, pairs_file, output_file, as_json, beam,
+def evaluate(run_dir, split, hyp, src, ref, alignments, pairs_file, output_file, as_json, beam,
              length_penalty, batch_size, max_len, device, checkpoint):
-    """BLEU and chrF (sacreBLEU, with signatures) of a run on a split, or of --hyp vs --ref;
-    alignment error rate against gold alignments with --alignments and --data."""
+    """BLEU and chrF (sacreBLEU, with signatures) of a run on a split or on --src vs --ref, or of
+    --hyp vs --ref; alignment error rate against gold alignments with --alignments and --data."""
     from s2s.cli_io import print_report
 
+    if src:
+        from s2s.evaluate import score
+        from s2s.files import atomic_write_text, read_lines
+        from s2s.run import Run
+        from s2s.translate import DecodeOptions, translate as translate_texts
+
+        if not (run_dir and ref) or hyp:
+            raise UserError("--src needs RUN_DIR and --ref (and no --hyp)")
+        sources, references = read_lines(src), read_lines(ref)
+        if len(sources) != len(references):
+            raise UserError(f"{src} has {len(sources)} lines but {ref} has {len(references)}")
+        run = Run.open(run_dir, checkpoint, device)
+        opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty,
+                                      batch_size=batch_size, max_len=max_len)
+        hyps = [r[0].text if r else "" for r in translate_texts(run, sources, opts)]
+        if output_file:
+            atomic_write_text(output_file, "".join(h + "\n" for h in hyps))
+        return print_report({"data": f"{run_dir} ({run.checkpoint.name}) on {src}, beam {opts.beam}",
+                             **score(hyps, references).as_dict()}, as_json)
     if hyp or ref:
         from s2s.evaluate import score_files
 
@@ -251,6 +293,55 @@ def serve(run_dirs, host, port, workers, api_key, max_batch, window_ms, device, 
         raise UserError(f'`s2s serve` needs {e.name}: pip install "s2s[serve]"') from None
     run_service(list(run_dirs), host, port, workers, api_key, device, checkpoint, max_batch,
                 window_ms, say=lambda line: click.echo(line, err=True))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--to", "target", type=click.Choice(["ctranslate2", "huggingface"]), required=True,
+              help="CTranslate2 model folder, or Hugging Face Marian model folder.")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--quantization", type=click.Choice(["float32", "int8", "int8_float32"]),
+              default="float32", show_default=True, help="CTranslate2 weight type.")
+@click.option("--checkpoint", default="best", show_default=True, help="best, last or step-N.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists.")
+def export(run_dir, target, out_dir, quantization, checkpoint, overwrite):
+    """Export a Transformer run to CTranslate2 or Hugging Face (Marian) in OUT_DIR."""
+    from s2s.export import check_free, need
+    from s2s.run import Run
+
+    need("ctranslate2" if target == "ctranslate2" else "transformers")
+    check_free(out_dir, overwrite)
+    run = Run.open(run_dir, checkpoint, "cpu")
+    if target == "ctranslate2":
+        from s2s.export.ctranslate2 import export_ctranslate2
+
+        export_ctranslate2(run, out_dir, quantization)
+        click.echo(f"wrote {out_dir} (CTranslate2, {quantization}); translate with "
+                   f"`s2s translate {out_dir}`")
+    else:
+        from s2s.export.huggingface import export_huggingface
+
+        export_huggingface(run, out_dir)
+        click.echo(f"wrote {out_dir} (Hugging Face MarianMTModel); load it with "
+                   "MarianMTModel.from_pretrained and MarianTokenizer.from_pretrained")
+
+
+@cli.command("import")
+@click.argument("source_format", metavar="FORMAT", type=click.Choice(["huggingface"]))
+@click.argument("hf_dir", type=click.Path(path_type=Path))
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Set a recipe key of the new run, e.g. --set data.path=corpus/ (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Replace RUN_DIR if it exists.")
+def import_(source_format, hf_dir, run_dir, overrides, overwrite):
+    """Make a run directory from a local Hugging Face Marian model (opus-mt layout)."""
+    from s2s.export import check_free, need
+    from s2s.export.marian_import import import_marian
+
+    need("transformers")
+    check_free(run_dir, overwrite)
+    import_marian(hf_dir, run_dir, overrides)
+    click.echo(f"wrote {run_dir}; try `s2s translate {run_dir} 'some text'`")
 
 
 @cli.command()

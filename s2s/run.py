@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -71,10 +72,11 @@ class Run:
     dir: Path
     recipe: Recipe
     tokenizer: Tokenizer
-    model: Seq2Seq
+    model: Seq2Seq | None  # None when only another engine (CTranslate2) holds the model
     device: torch.device
     precision: str
     checkpoint: Path
+    engine: Any = None  # decodes instead of s2s's search when set: `search(sources, opts, decode)`
 
     @classmethod
     def open(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> "Run":

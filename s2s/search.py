@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from s2s.models.seq2seq import Seq2Seq, reorder_state
-from s2s.vocab import BOS, EOS
+from s2s.vocab import BOS, EOS, NEVER_OUTPUT
 
 
 @dataclass
@@ -39,6 +39,15 @@ def max_lengths(src_mask: Tensor, a: float, b: int, cap: int = 0) -> Tensor:
     return limit.clamp(max=cap) if cap else limit
 
 
+def output_lprobs(logits: Tensor) -> Tensor:
+    """Log-probabilities of the next token, (rows, V); padding and the start token can never
+    be chosen. They are removed after normalising, so scores stay the model's own (as Hugging
+    Face's beam search applies `bad_words_ids`)."""
+    lprobs = torch.log_softmax(logits.float(), dim=-1)
+    lprobs[:, NEVER_OUTPUT] = float("-inf")
+    return lprobs
+
+
 def force_eos(lprobs: torch.Tensor, rows: torch.Tensor) -> None:
     """At the length budget only EOS remains (with a finite score, whatever the model said)."""
     if rows.any():
@@ -61,7 +70,7 @@ def greedy(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor,
     step = 0
     while alive.numel():
         logits, state, _ = model.step(state, prev)
-        lprobs = torch.log_softmax(logits.float(), dim=-1)  # (b, V)
+        lprobs = output_lprobs(logits)  # (b, V)
         force_eos(lprobs, max_len[alive] <= step + 1)
         best_lp, prev = lprobs.max(dim=-1)  # (b,)
         done = prev == EOS
@@ -104,7 +113,7 @@ def beam_search(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor, 
     while alive.numel():
         b = alive.numel()
         logits, state, _ = model.step(state, prev)
-        lprobs = torch.log_softmax(logits.float(), dim=-1)  # (b*K, V)
+        lprobs = output_lprobs(logits)  # (b*K, V)
         vocab = lprobs.size(1)
         coverage = model.coverage(state) if coverage_beta else None  # (b*K, S) after this step
         force_eos(lprobs, (max_len[alive] <= step + 1).repeat_interleave(beam))

@@ -45,6 +45,11 @@ class Translation:
 
 def translate_ids(run: Run, sources: list[list[int]], opts: DecodeOptions) -> list[list[Translation]]:
     """Token ids in, n-best translations out (same order); empty sources give no hypotheses."""
+    if run.engine is not None:  # another inference engine searches (CTranslate2)
+        found = run.engine.search(sources, opts, run.recipe.decode)
+        return [[Translation(t, h.score, h.tokens)
+                 for t, h in zip(run.tokenizer.decode_tgt([h.tokens for h in nbest]), nbest)]
+                for nbest in found]
     results: list[list[Translation]] = [[] for _ in sources]
     lengths = np.array([len(s) for s in sources])
     rows = np.flatnonzero(lengths > 0)

@@ -4,4 +4,5 @@ A leaf module: models, search and batching import these ids without importing th
 """
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
+NEVER_OUTPUT = (PAD, BOS)  # search never emits these (they are inputs only)
 EOS_PIECE = "</s>"

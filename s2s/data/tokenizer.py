@@ -13,6 +13,7 @@ from typing import Iterable
 
 import sentencepiece as spm
 
+from s2s.data.mapped_tokenizer import VOCAB, MappedTokenizer
 from s2s.errors import UserError
 from s2s.files import atomic_directory
 from s2s.recipe import TokenizerConfig
@@ -55,8 +56,10 @@ class Tokenizer:
         return [self.tgt.id_to_piece(i) for i in ids]
 
     @classmethod
-    def load(cls, folder: Path) -> "Tokenizer":
+    def load(cls, folder: Path) -> "Tokenizer | MappedTokenizer":
         folder = Path(folder)
+        if (folder / VOCAB).is_file():  # pieces numbered by a vocabulary file (imported models)
+            return MappedTokenizer.load(folder)
         if (folder / "joint.model").is_file():
             joint = _processor(folder / "joint.model")
             return cls(joint, joint)

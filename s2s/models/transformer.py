@@ -43,11 +43,13 @@ class TransformerDecoderSettings:
     dropout: Probability = 0.1  # on embeddings and every sub-layer's output
     attn_dropout: Probability = 0.0  # on attention weights
     act_dropout: Probability = 0.0  # inside the feed-forward network
-    activation: Literal["relu", "gelu"] = "relu"
+    activation: Literal["relu", "gelu", "swish"] = "relu"  # swish = SiLU, x * sigmoid(x) (Marian)
     norm: Literal["pre", "post"] = "pre"
     positions: Literal["sinusoidal", "learned"] = "sinusoidal"
     max_positions: PositiveInt = 1024
+    scale_embeddings: bool = True  # token embeddings * sqrt(d_model) before positions are added
     tie_output: bool = True  # the output layer is the target embedding table
+    output_bias: bool = False  # a bias on the output layer (Marian's final_logits_bias)
     # the cross-attention mechanism; null = multi-head scaled dot-product with `heads` heads
     cross_attention: Any = field(default=None, metadata={"by_type": ATTENTION})
 
@@ -96,7 +98,7 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int, activation: str, dropout: float):
         super().__init__()
         self.inner, self.outer = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-        self.activation = {"relu": F.relu, "gelu": F.gelu}[activation]
+        self.activation = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu}[activation]
         self.dropout = dropout
 
     def forward(self, x: Tensor) -> Tensor:
@@ -175,11 +177,14 @@ def new_embedding(vocab: int, dim: int) -> nn.Embedding:
 
 
 class Positions(nn.Module):
-    """Token embeddings * sqrt(d) + positions (sinusoidal or learned), then dropout."""
+    """Token embeddings * sqrt(d) (unless `scale` is off) + positions (sinusoidal or learned),
+    then dropout."""
 
-    def __init__(self, dim: int, kind: str, max_positions: int, dropout_p: float):
+    def __init__(self, dim: int, kind: str, max_positions: int, dropout_p: float,
+                 scale: bool = True):
         super().__init__()
-        self.dim, self.max_positions, self.dropout_p = dim, max_positions, dropout_p
+        self.max_positions, self.dropout_p = max_positions, dropout_p
+        self.scale = math.sqrt(dim) if scale else 1.0
         if kind == "learned":
             self.table = nn.Parameter(torch.randn(max_positions, dim) * dim ** -0.5)
         else:
@@ -190,7 +195,7 @@ class Positions(nn.Module):
         if start + length > self.max_positions:
             raise UserError(f"sequence of {start + length} tokens is longer than model.max_positions "
                             f"({self.max_positions})")
-        x = embedded * math.sqrt(self.dim) + self.table[start:start + length]
+        x = embedded * self.scale + self.table[start:start + length]
         return dropout(x, self.dropout_p, self.training)  # (B, T, D)
 
 
@@ -207,10 +212,13 @@ class TransformerDecoder(nn.Module):
     def __init__(self, cfg: TransformerDecoderSettings, vocab: int, embed: nn.Embedding | None = None):
         super().__init__()
         self.embed = embed if embed is not None else new_embedding(vocab, cfg.d_model)
-        self.positions = Positions(cfg.d_model, cfg.positions, cfg.max_positions, cfg.dropout)
+        self.positions = Positions(cfg.d_model, cfg.positions, cfg.max_positions, cfg.dropout,
+                                   cfg.scale_embeddings)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.dec_layers))
         self.norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
-        self.generator = nn.Linear(cfg.d_model, vocab, bias=False)
+        self.generator = nn.Linear(cfg.d_model, vocab, bias=cfg.output_bias)
+        if cfg.output_bias:
+            nn.init.zeros_(self.generator.bias)
         if cfg.tie_output:
             self.generator.weight = self.embed.weight
 
@@ -283,7 +291,8 @@ class TransformerSeq2Seq(EncoderDecoder):
                             f"({cfg.heads})")
         self.cfg = cfg
         self.src_embed = new_embedding(src_vocab, cfg.d_model)
-        self.src_positions = Positions(cfg.d_model, cfg.positions, cfg.max_positions, cfg.dropout)
+        self.src_positions = Positions(cfg.d_model, cfg.positions, cfg.max_positions, cfg.dropout,
+                                       cfg.scale_embeddings)
         self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.enc_layers))
         self.enc_norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
         self.decoder = TransformerDecoder(cfg, tgt_vocab,
