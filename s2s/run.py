@@ -17,6 +17,7 @@ from s2s.checkpoint import load_weights, resolve_checkpoint
 from s2s.data.tokenizer import Tokenizer
 from s2s.errors import UserError
 from s2s.models import Seq2Seq, build_model
+from s2s.quantize import quantize_int8
 from s2s.recipe import Recipe, recipe_from_dict
 from s2s.recipe_files import read_yaml
 
@@ -79,7 +80,10 @@ class Run:
     engine: Any = None  # decodes instead of s2s's search when set: `search(sources, opts, decode)`
 
     @classmethod
-    def open(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> "Run":
+    def open(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "auto",
+             precision: str | None = None, quantize: str | None = None) -> "Run":
+        """Rebuild a run's model. `precision` (auto, fp32, bf16) overrides the recipe's
+        train.precision for decoding; `quantize="int8"` decodes with an int8 copy (CPU only)."""
         run_dir = Path(run_dir)
         recipe = load_run_recipe(run_dir)
         tokenizer = Tokenizer.load(run_dir / TOKENIZER_DIR)
@@ -88,5 +92,9 @@ class Run:
         load_weights(model, where)
         dev = pick_device(device)
         model.to(dev).eval()
-        return cls(run_dir, recipe, tokenizer, model, dev,
-                   resolve_precision(recipe.train.precision, dev), where)
+        precision = resolve_precision(precision or recipe.train.precision, dev)
+        if quantize not in (None, "none", "int8"):
+            raise UserError(f"--quantize must be none or int8, not {quantize!r}")
+        if quantize == "int8":
+            model, precision = quantize_int8(model), "fp32"  # int8 matmuls, fp32 elsewhere
+        return cls(run_dir, recipe, tokenizer, model, dev, precision, where)

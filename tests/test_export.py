@@ -83,7 +83,7 @@ def test_imported_marian_decodes_as_transformers_does(separate, tmp_path):
     hf_dir = make_marian(tmp_path / "hf", separate=separate) if separate else None
     if hf_dir is None:
         hf_dir = make_marian(tmp_path / "hf")
-    run = Run.open(import_marian(hf_dir, tmp_path / "run"), device="cpu")
+    run = Run.open(import_marian(hf_dir, tmp_path / "run"), device="cpu", precision="fp32")
     hf = MarianMTModel.from_pretrained(str(hf_dir)).eval()
     tok = MarianTokenizer.from_pretrained(str(hf_dir))
     src_map, tgt_map = marian_ids(run, hf_dir, separate)
@@ -113,7 +113,8 @@ def test_imported_marian_decodes_as_transformers_does(separate, tmp_path):
 
 
 def test_exported_run_loads_in_transformers_and_translates_alike(tmp_path):
-    run = Run.open(make_run(tmp_path / "run", norm="post", activation="gelu"), device="cpu")
+    run = Run.open(make_run(tmp_path / "run", norm="post", activation="gelu"), device="cpu",
+                   precision="fp32")
     out = export_huggingface(run, tmp_path / "hf")
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "source.spm", "target.spm", "vocab.json",
@@ -130,9 +131,9 @@ def test_exported_run_loads_in_transformers_and_translates_alike(tmp_path):
 
 
 def test_marian_round_trip_keeps_the_model(imported, tmp_path):
-    run = Run.open(imported, device="cpu")
+    run = Run.open(imported, device="cpu", precision="fp32")
     export_huggingface(run, tmp_path / "hf")
-    again = Run.open(import_marian(tmp_path / "hf", tmp_path / "again"), device="cpu")
+    again = Run.open(import_marian(tmp_path / "hf", tmp_path / "again"), device="cpu", precision="fp32")
     assert again.tokenizer.src_vocab == run.tokenizer.src_vocab
     for beam in (1, 3):
         first = translate(run, TEXTS, DecodeOptions(beam=beam, max_len=BUDGET))
@@ -240,7 +241,7 @@ def test_ctranslate2_export_decodes_as_s2s_does(variant, tmp_path):
     pytest.importorskip("ctranslate2")
     from s2s.export.ctranslate2 import export_ctranslate2, open_export
 
-    run = Run.open(make_run(tmp_path / "run", **VARIANTS[variant]), device="cpu")
+    run = Run.open(make_run(tmp_path / "run", **VARIANTS[variant]), device="cpu", precision="fp32")
     out = export_ctranslate2(run, tmp_path / "ct2")
     engine = open_export(out)
     texts = sentences(20, seed=3)
@@ -262,7 +263,7 @@ def test_ctranslate2_export_leaves_the_run_untouched(tmp_path):
     pytest.importorskip("ctranslate2")
     from s2s.export.ctranslate2 import export_ctranslate2
 
-    run = Run.open(make_run(tmp_path / "run"), device="cpu")
+    run = Run.open(make_run(tmp_path / "run"), device="cpu", precision="fp32")
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     for quantization in ("int8", "int8_float32", "float32"):
         export_ctranslate2(run, tmp_path / quantization, quantization)

@@ -21,6 +21,7 @@ The tokenizer folder keeps the SentencePiece models with the renumbered vocabula
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -81,7 +82,9 @@ def read_weights(hf_dir: Path) -> dict[str, Tensor]:
             raise UserError(f"{safetensors} is corrupt or not a safetensors file ({e})") from None
     elif pickled.is_file():
         try:
-            tensors = torch.load(pickled, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about the pickle protocol first
+                warnings.simplefilter("ignore")
+                tensors = torch.load(pickled, map_location="cpu", weights_only=True)
         except Exception as e:  # unpickling errors come in many types; all mean "refused"
             first = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
             raise UserError(f"{pickled} is not a plain file of tensors; refusing to unpickle it "
