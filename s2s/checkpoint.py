@@ -137,6 +137,20 @@ def load_trainer_state(checkpoint: Path) -> dict:
                         "resume from another checkpoint or retrain") from None
 
 
+def check_checkpoint_name(name: str) -> None:
+    """A name for a new checkpoint: one plain entry of checkpoints/, never the run's own ones.
+
+    `last`, `best` and `step-N` belong to training (replacing one would break `--resume`);
+    a path or a name starting with "." (the temp entries) would write outside or be swept away.
+    """
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise UserError(f"--name {name!r} is not a plain name: give one without '/' or '..' "
+                        "(the checkpoint is written under the run's checkpoints/)")
+    if name in ("last", "best") or name.startswith(("step-", ".")):
+        raise UserError(f"--name {name!r} is reserved for the run's own checkpoints (last, best, "
+                        "step-N) and temporary entries (.*); choose another name")
+
+
 def average_checkpoints(run_dir: Path, last: int, name: str | None = None) -> Path:
     """Average the weights of the newest `last` step checkpoints into checkpoints/NAME.
 
@@ -145,6 +159,8 @@ def average_checkpoints(run_dir: Path, last: int, name: str | None = None) -> Pa
     """
     from safetensors.torch import save_file
 
+    if name is not None:
+        check_checkpoint_name(name)
     root = Path(run_dir) / "checkpoints"
     steps = sorted(p for p in root.glob("step-*") if (p / WEIGHTS).is_file())
     if last < 1 or len(steps) < last:

@@ -137,3 +137,23 @@ def test_average_checkpoints(trained_run):
         torch.testing.assert_close(avg[key], (a[key] + b[key]) / 2)
     assert run("translate", trained_run, "--checkpoint", "average-last2", "4 July 1998").exit_code == 0
     assert_user_error(run("average", trained_run, "--last", "50"), "cannot average the last 50")
+
+
+@pytest.mark.parametrize("name", ["../../victim", "VICTIM", "sub/dir", "..", ".hidden",
+                                  "last", "best", "step-00000120"])
+def test_average_name_is_a_plain_new_checkpoint_name(trained_run, tmp_path, name):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir, symlinks=True)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    name = str(victim) if name == "VICTIM" else name
+    ckpts = run_dir / "checkpoints"
+    before = {p.name: (p.is_symlink() and p.resolve().name) for p in ckpts.iterdir()}
+    steps = {p.name: sorted(q.name for q in p.iterdir()) for p in ckpts.glob("step-*")}
+    assert_user_error(run("average", run_dir, "--last", "2", "--name", name), "--name")
+    assert (victim / "precious.txt").read_text() == "keep me"
+    assert {p.name: (p.is_symlink() and p.resolve().name) for p in ckpts.iterdir()} == before
+    assert {p.name: sorted(q.name for q in p.iterdir()) for p in ckpts.glob("step-*")} == steps
