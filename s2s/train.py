@@ -7,9 +7,9 @@ the epoch's batch order, optimiser, learning-rate scale, RNG, best score, elapse
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import shutil
 import signal
 import sys
 import time
@@ -35,6 +35,7 @@ from s2s.ops import linear_cross_entropy
 from s2s.recipe import Recipe, TrainConfig, recipe_to_dict, save_recipe
 from s2s.run import (CHECKPOINT_DIR, METRICS_FILE, RECIPE_FILE, TOKENIZER_DIR, autocast,
                      load_run_recipe, pick_device, resolve_precision)
+from s2s.rundir import RunLock, clear_run_dir
 from s2s.search import decode, max_lengths
 from s2s.self_critical import SelfCritical
 
@@ -440,16 +441,21 @@ class _StopOnSignal:
             signal.signal(signal.SIGTERM, self.previous)
 
 
+def check_resumable(run_dir: Path) -> None:
+    if not (run_dir / CHECKPOINT_DIR / "last").exists():
+        raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last)")
+
+
 def prepare_run(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool) -> Recipe:
     """Create (or check) the run directory and save the recipe the run goes on with.
 
     On resume that is the saved recipe plus this call's overrides: a later resume, `evaluate`
-    or `translate` sees the limits and settings the run really had.
+    or `translate` sees the limits and settings the run really had. Called with the run
+    directory locked.
     """
     ckpts = run_dir / CHECKPOINT_DIR
     if resume:
-        if not (ckpts / "last").exists():
-            raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last)")
+        check_resumable(run_dir)
         if dist.is_main():
             save_recipe(recipe, run_dir / RECIPE_FILE)
         return recipe
@@ -459,18 +465,40 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool) ->
                             "--overwrite to start again, or --run-dir for a new directory")
     if dist.is_main():
         if overwrite and run_dir.exists():
-            shutil.rmtree(run_dir)
+            clear_run_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, run_dir / RECIPE_FILE)
     dist.barrier()
     return recipe
 
 
+@contextlib.contextmanager
+def exclusive(run_dir: Path):
+    """Hold the run directory's lock for the whole run (rank 0 holds it for every rank)."""
+    lock, refused = None, None
+    if dist.is_main():
+        try:
+            lock = RunLock.acquire(run_dir)
+        except UserError as e:
+            refused = str(e)
+    refused = dist.from_main(refused)
+    if refused:
+        raise UserError(refused)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def train(recipe: Recipe, run_dir: Path, device: str = "auto", resume: bool = False,
           overwrite: bool = False, log=say) -> Trainer:
     """Train `recipe` into `run_dir` (a library entry point; `s2s train` is a thin shell on it)."""
     run_dir = Path(run_dir)
-    prepare_run(recipe, run_dir, resume, overwrite)
-    trainer = Trainer(recipe, run_dir, device, resume, log if dist.is_main() else (lambda *a: None))
-    trainer.train()
+    if resume and not run_dir.is_dir():
+        check_resumable(run_dir)  # before the lock creates the directory
+    with exclusive(run_dir):
+        prepare_run(recipe, run_dir, resume, overwrite)
+        trainer = Trainer(recipe, run_dir, device, resume, log if dist.is_main() else (lambda *a: None))
+        trainer.train()
     return trainer

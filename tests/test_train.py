@@ -1,6 +1,11 @@
 """Training: the loss goes down, checkpoints are atomic, and a resumed run is the same run."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -136,3 +141,58 @@ def test_a_cooldown_longer_than_the_run_is_a_clear_error(tmp_path):
                          ["train.max_steps=5", "train.cooldown_steps=10"])
     with pytest.raises(UserError, match="cooldown_steps"):
         Trainer(recipe, tmp_path / "run", **QUIET)
+
+
+# -- the run directory under several processes -----------------------------------------------
+
+
+def start_trainer(recipe, run_dir, *args):
+    """`s2s train` in a child process (two threads, like this one, so results are comparable)."""
+    return subprocess.Popen([sys.executable, "-m", "s2s", "train", str(recipe), "--run-dir",
+                             str(run_dir), "--device", "cpu", *args],
+                            env={**os.environ, "OMP_NUM_THREADS": "2"}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_until(condition, proc, timeout=60.0):
+    """Poll `condition` while `proc` runs; False if it ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail("timed out waiting for the trainer")
+
+
+def metric_lines(run_dir):
+    path = run_dir / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_one_trainer_per_run_directory(tmp_path):
+    from conftest import TINY, write_recipe
+
+    recipe, run_dir = write_recipe(tmp_path / "tiny.yaml", TINY), tmp_path / "run"
+    first = start_trainer(recipe, run_dir, "--set", "train.max_steps=100000")
+    try:
+        assert wait_until(lambda: (run_dir / "recipe.yaml").exists(), first), first.communicate()
+        first.send_signal(signal.SIGSTOP)  # paused, it holds the lock and leaves the CPU free
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            second = subprocess.run([sys.executable, "-m", "s2s", "train", str(recipe), "--run-dir",
+                                     str(run_dir), "--device", "cpu", "--set", "train.max_steps=2",
+                                     *extra], capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2, (extra, second.stdout, second.stderr)
+            assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+        assert first.poll() is None  # the first one is untouched, and so is its directory
+        assert (run_dir / "recipe.yaml").exists()
+    finally:
+        first.kill()  # SIGKILL: no clean-up code runs
+        first.communicate()
+    assert first.returncode == -signal.SIGKILL
+    # the kernel dropped the dead process's lock: the next run is not blocked
+    train(load_recipe(str(recipe), ["train.max_steps=2", "train.eval_every=2"]), run_dir,
+          overwrite=True, **QUIET)
+    assert (run_dir / "checkpoints" / "last").resolve().name == "step-00000002"
