@@ -2,7 +2,8 @@
 
 Everything that decides what happens next is saved with each checkpoint (step, epoch, position in
 the epoch's batch order, optimiser, learning-rate scale, RNG, best score, elapsed time), so
-`--resume` continues as if the run had never stopped. Ctrl-C (or SIGTERM) saves and exits.
+`--resume` continues as if the run had never stopped. Ctrl-C (or SIGTERM) stops the run at the
+next step boundary, saves and exits.
 """
 
 from __future__ import annotations
@@ -266,12 +267,17 @@ class Trainer:
                         self.validate_and_save()
             if dist.from_main(self._saved_step != p.step):  # rank 0 alone knows what it saved
                 self.validate_and_save()
-        except KeyboardInterrupt:
+        except StopRequested:
             bar.close()
-            if dist.is_main():
+            if dist.is_main() and self._saved_step != p.step:
                 self.save()
             self.log(f"\ninterrupted at step {p.step}: checkpoint saved; continue with "
                      f"`s2s train {self.run_dir} --resume`")
+            raise SystemExit(130) from None
+        except KeyboardInterrupt:  # a second Ctrl-C: the step may be half done, so no saving
+            bar.close()
+            self.log(f"\nstopped at once, without saving; `s2s train {self.run_dir} --resume` "
+                     "continues from the last checkpoint")
             raise SystemExit(130) from None
         finally:
             stop.restore()
@@ -421,24 +427,43 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
 
+class StopRequested(Exception):
+    """Raised at a step boundary after Ctrl-C or SIGTERM: the state is whole, save it."""
+
+
 class _StopOnSignal:
-    """Turn SIGTERM into KeyboardInterrupt at a safe point, so a killed job still saves."""
+    """Turn Ctrl-C (SIGINT) and SIGTERM into a request to stop at the next step boundary.
+
+    A signal handled where it lands (inside a step, inside the optimiser) would leave a state
+    that is half updated, and a resumed run would diverge. The first signal only sets a flag,
+    checked between steps, then saved from; a second one gets the default handling back and
+    stops at once (without saving).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self.previous = signal.getsignal(signal.SIGTERM)
+        self.previous = {}
         try:
-            signal.signal(signal.SIGTERM, lambda *_: setattr(self, "requested", True))
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread
-            self.previous = None
+            self.restore()
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signum, self.previous[signum])
 
     def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
+        """At a step boundary: stop if any rank was asked to (all ranks stop together)."""
+        if dist.any_rank(self.requested):
+            raise StopRequested
 
     def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
 
 
 def check_resumable(run_dir: Path) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -76,8 +77,8 @@ def test_ctrl_c_saves_and_resume_continues_exactly(straight_run, tmp_path, monke
     original = Trainer.train_step
 
     def interrupted(self, group):
-        if self.progress.step == 7:
-            raise KeyboardInterrupt
+        if self.progress.step == 6:  # Ctrl-C during step 7: the run stops after it
+            os.kill(os.getpid(), signal.SIGINT)
         return original(self, group)
 
     monkeypatch.setattr(Trainer, "train_step", interrupted)
@@ -196,3 +197,47 @@ def test_one_trainer_per_run_directory(tmp_path):
     train(load_recipe(str(recipe), ["train.max_steps=2", "train.eval_every=2"]), run_dir,
           overwrite=True, **QUIET)
     assert (run_dir / "checkpoints" / "last").resolve().name == "step-00000002"
+
+
+def test_ctrl_c_at_any_moment_then_resume_is_the_same_run(straight_run, tmp_path):
+    """SIGINT lands wherever it lands (inside a step, inside the optimiser); the run stops at the
+    next step boundary, and --resume continues bit for bit."""
+    reference, recipe = straight_run
+    run_dir, sets = tmp_path / "run", [a for s in STEPS for a in ("--set", s)]
+    moments = []
+    for attempt in range(3):
+        proc = start_trainer(recipe, run_dir, *sets, *(["--resume"] if attempt else []))
+        lines_before, more = metric_lines(run_dir), random.randint(1, 3)
+        if not wait_until(lambda: metric_lines(run_dir) >= lines_before + more, proc):
+            break  # finished before the signal
+        time.sleep(random.uniform(0.0, 0.1))
+        moments.append((metric_lines(run_dir), more))
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode in (0, 130), err
+        assert "Traceback" not in err, err
+        if proc.returncode == 0:
+            break
+    assert moments, "the run ended before any signal"
+    final = start_trainer(recipe, run_dir, *sets, "--resume")
+    out, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err
+    assert train_losses(run_dir) == train_losses(reference), moments
+    wa, wb = final_weights(reference), final_weights(run_dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), moments
+
+
+def test_a_second_ctrl_c_stops_at_once():
+    from s2s.train import _StopOnSignal
+
+    stop = _StopOnSignal()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler runs in the main thread between bytecodes
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
