@@ -27,6 +27,8 @@ from torch import nn
 from s2s.errors import UserError
 
 WEIGHTS, TRAINER = "model.safetensors", "trainer.pt"
+TEMP_PREFIXES = (".step-", ".last.", ".best.")  # what save_checkpoint and set_pointer write first
+ASIDE = ".old."  # a step directory renamed aside while its re-saved copy goes in
 
 
 def _umask() -> int:
@@ -68,11 +70,49 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, trainer_state: dict
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     readable(tmp, directory=True)
-    if final.exists():  # a re-save of the same step (e.g. after resuming and stopping at once)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    swap_in(tmp, final)
     set_pointer(root, "last", final.name)
     return final
+
+
+def swap_in(tmp: Path, final: Path) -> None:
+    """Rename a complete temp directory to `final`.
+
+    An existing `final` (a re-save of the same step) is renamed aside first and deleted last, so
+    `final` is never half deleted; a kill between the two renames leaves the aside copy, which
+    `remove_stale_temps` puts back.
+    """
+    aside = final.with_name(f".{final.name}{ASIDE}{os.getpid()}")
+    if final.exists():
+        os.replace(final, aside)
+    os.replace(tmp, final)
+    if aside.exists():
+        shutil.rmtree(aside)
+
+
+def remove_stale_temps(root: Path) -> None:
+    """Clear what a killed save left in checkpoints/: temp step directories and pointers.
+
+    Only with the run directory locked (a live save owns its temp entries). A step renamed
+    aside whose new copy never arrived is renamed back.
+    """
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        if not entry.name.startswith(TEMP_PREFIXES):
+            continue
+        original = root / entry.name[1:].split(".")[0]
+        if ASIDE in entry.name and not original.exists():
+            os.replace(entry, original)
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def has_checkpoints(root: Path) -> bool:
+    """Whether checkpoints/ holds anything but temp entries (names starting with ".")."""
+    return root.is_dir() and any(not p.name.startswith(".") for p in root.iterdir())
 
 
 def set_pointer(root: Path, name: str, target: str) -> None:
@@ -182,7 +222,5 @@ def average_checkpoints(run_dir: Path, last: int, name: str | None = None) -> Pa
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     readable(tmp, directory=True)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    swap_in(tmp, final)
     return final

@@ -23,8 +23,8 @@ from torch import nn
 from tqdm import tqdm
 
 from s2s import distributed as dist
-from s2s.checkpoint import (load_trainer_state, load_weights, prune_checkpoints, resolve_checkpoint,
-                            save_checkpoint, set_pointer)
+from s2s.checkpoint import (has_checkpoints, load_trainer_state, load_weights, prune_checkpoints,
+                            remove_stale_temps, resolve_checkpoint, save_checkpoint, set_pointer)
 from s2s.data.batching import Batch, TokenizedSplit, token_batches
 from s2s.data.captions import CaptionSplit, caption_lists
 from s2s.data.corpus import describe, load_split, text_pairs
@@ -479,12 +479,15 @@ def prepare_run(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool) ->
     directory locked.
     """
     ckpts = run_dir / CHECKPOINT_DIR
+    if dist.is_main():
+        remove_stale_temps(ckpts)
+    dist.barrier()
     if resume:
         check_resumable(run_dir)
         if dist.is_main():
             save_recipe(recipe, run_dir / RECIPE_FILE)
         return recipe
-    if ckpts.exists() and any(ckpts.iterdir()):
+    if has_checkpoints(ckpts):
         if not overwrite:
             raise UserError(f"{run_dir} already holds a trained run; use --resume to continue it, "
                             "--overwrite to start again, or --run-dir for a new directory")

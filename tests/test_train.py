@@ -241,3 +241,54 @@ def test_a_second_ctrl_c_stops_at_once():
     finally:
         stop.restore()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_run_killed_while_writing_its_first_checkpoint_starts_afresh(tmp_path):
+    from conftest import TINY, write_recipe
+
+    recipe = load_recipe(str(write_recipe(tmp_path / "tiny.yaml", TINY)),
+                         ["train.max_steps=2", "train.eval_every=2"])
+    ckpts = tmp_path / "run" / "checkpoints"
+    half = ckpts / ".step-00000004.k2x9"  # what a kill during the first save leaves
+    half.mkdir(parents=True)
+    (half / WEIGHTS).write_bytes(b"half a file")
+    os.symlink("step-00000004", ckpts / ".last.4242")
+    (ckpts / ".best.4242").write_text("")
+    with pytest.raises(UserError, match="nothing to resume"):
+        train(recipe, tmp_path / "run", resume=True, **QUIET)
+    train(recipe, tmp_path / "run", **QUIET)  # not "use --resume": there was no run
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best", "last", "step-00000002"]
+
+
+def test_resaving_a_step_never_leaves_it_half_deleted(tmp_path, monkeypatch):
+    import s2s.checkpoint
+    from s2s.checkpoint import TRAINER, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    save_checkpoint(tmp_path, 7, model, {"step": 7})
+    real_rmtree = s2s.checkpoint.shutil.rmtree
+
+    def killed_while_deleting(path, *args, **kwargs):
+        next(p for p in sorted(path.iterdir())).unlink()  # one file gone, then the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(s2s.checkpoint.shutil, "rmtree", killed_while_deleting)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 7, model, {"step": 7})
+    monkeypatch.setattr(s2s.checkpoint.shutil, "rmtree", real_rmtree)
+    last = tmp_path / "last"
+    assert last.resolve().name == "step-00000007"
+    assert torch.equal(load_file(str(last / WEIGHTS))["weight"], torch.ones(2, 3))
+    assert torch.load(last / TRAINER, weights_only=True) == {"step": 7}
+
+
+def test_a_step_renamed_aside_by_a_killed_resave_is_put_back(tmp_path):
+    from s2s.checkpoint import remove_stale_temps, save_checkpoint
+
+    save_checkpoint(tmp_path, 7, torch.nn.Linear(3, 2), {"step": 7})
+    os.replace(tmp_path / "step-00000007", tmp_path / ".step-00000007.old.4242")  # killed here
+    remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "step-00000007"]
+    load_file(str(tmp_path / "last" / WEIGHTS))
