@@ -23,8 +23,9 @@ from torch import nn
 from tqdm import tqdm
 
 from s2s import distributed as dist
-from s2s.checkpoint import (has_checkpoints, load_trainer_state, load_weights, prune_checkpoints,
-                            remove_stale_temps, resolve_checkpoint, save_checkpoint, set_pointer)
+from s2s.checkpoint import (atomic_write_text, has_checkpoints, load_trainer_state, load_weights,
+                            prune_checkpoints, remove_stale_temps, resolve_checkpoint,
+                            save_checkpoint, set_pointer)
 from s2s.data.batching import Batch, TokenizedSplit, token_batches
 from s2s.data.captions import CaptionSplit, caption_lists
 from s2s.data.corpus import describe, load_split, text_pairs
@@ -111,6 +112,7 @@ class Progress:
     best: float | None = None
     bad_evals: int = 0
     lr_scale: float = 1.0
+    validated: int = 0  # the step of the last validation (a finished run has validated its last)
 
 
 class Trainer:
@@ -207,6 +209,9 @@ class Trainer:
         torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda_rng"])
+        self._saved_step = self.progress.step
+        if dist.is_main():
+            keep_metrics_until(self.run_dir / METRICS_FILE, self.progress.step)
         self.log(f"resumed from {where} (step {self.progress.step}, epoch {self.progress.epoch})")
 
     # -- the loop --------------------------------------------------------------------------------
@@ -235,6 +240,10 @@ class Trainer:
 
     def train(self) -> None:
         p = self.progress
+        if self.finished() and p.validated == p.step:
+            self.log(f"{self.run_dir} is already finished (step {p.step}, epoch {p.epoch}); nothing "
+                     "to do (raise train.max_steps, max_epochs or max_minutes with --set to go on)")
+            return
         bar = self._progress_bar()
         if p.step == 0:
             p.elapsed = time.monotonic() - self.created
@@ -265,7 +274,7 @@ class Trainer:
                     p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                     if not self.cfg.eval_every:
                         self.validate_and_save()
-            if dist.from_main(self._saved_step != p.step):  # rank 0 alone knows what it saved
+            if p.validated != p.step:
                 self.validate_and_save()
         except StopRequested:
             bar.close()
@@ -363,6 +372,7 @@ class Trainer:
             if not self._ranks_checked:
                 self.log(f"parameters identical on {dist.world_size()} ranks")
                 self._ranks_checked = True
+        self.progress.validated = self.progress.step
         if dist.is_main():
             self._validate_and_save()
         p = self.progress
@@ -425,6 +435,24 @@ class Trainer:
         if dist.is_main():
             with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drop the lines a resumed run will write again (and a half line a kill left), atomically:
+    a reader of metrics.jsonl sees each step once, in order."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if line.endswith("\n") and record.get("step", 0) <= step:
+            kept.append(line)
+    if kept != lines:
+        atomic_write_text(path, "".join(kept))
 
 
 class StopRequested(Exception):

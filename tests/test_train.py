@@ -292,3 +292,48 @@ def test_a_step_renamed_aside_by_a_killed_resave_is_put_back(tmp_path):
     remove_stale_temps(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "step-00000007"]
     load_file(str(tmp_path / "last" / WEIGHTS))
+
+
+def metric_records(run_dir):
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resuming_a_finished_run_changes_nothing(straight_run, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from s2s.cli import cli
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight_run[0], run_dir, symlinks=True)
+    metrics = (run_dir / "metrics.jsonl").read_bytes()
+    ckpts = {p.name: p.stat().st_mtime_ns for p in (run_dir / "checkpoints").iterdir()}
+    result = CliRunner().invoke(cli, ["train", str(run_dir), "--resume", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "already finished" in result.output
+    assert (run_dir / "metrics.jsonl").read_bytes() == metrics
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "checkpoints").iterdir()} == ckpts
+
+
+def test_metrics_hold_each_step_once_after_a_resume(straight_run, tmp_path):
+    """Killed after logging steps 9-12 but before saving step 12: the resumed run logs them
+    again, and the lines of the lost steps are gone."""
+    import shutil
+
+    from s2s.checkpoint import set_pointer
+
+    reference, recipe_path = straight_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir, symlinks=True)
+    shutil.rmtree(run_dir / "checkpoints" / "step-00000012")
+    set_pointer(run_dir / "checkpoints", "last", "step-00000008")
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "step": 13, "lo')  # half a line, as a kill leaves it
+    train(load_recipe(str(recipe_path), STEPS), run_dir, resume=True, **QUIET)
+    records = metric_records(run_dir)
+    for kind in ("train", "valid"):
+        steps = [r["step"] for r in records if r["kind"] == kind]
+        assert steps == sorted(set(steps)), kind
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 13))
+    assert train_losses(run_dir) == pytest.approx(train_losses(reference), rel=1e-6, abs=1e-7)
