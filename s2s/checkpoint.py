@@ -14,6 +14,7 @@ new one, never half of one. `trainer.pt` is read with `torch.load(weights_only=T
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -66,13 +67,45 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, trainer_state: dict
         save_model(model, str(tmp / WEIGHTS))
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if out_of_space(e):
+            need = tensor_bytes(model.state_dict()) + tensor_bytes(trainer_state)
+            raise UserError(f"no space left on the device of {root.parent} to write checkpoint "
+                            f"{final.name} (it needs about {need / 2**20:,.1f} MB, "
+                            f"{shutil.disk_usage(root).free / 2**20:,.1f} MB free); the last checkpoint "
+                            f"is intact: free some space, then `s2s train {root.parent} --resume`"
+                            ) from None
         raise
     readable(tmp, directory=True)
     swap_in(tmp, final)
     set_pointer(root, "last", final.name)
     return final
+
+
+def out_of_space(error: BaseException) -> bool:
+    """Whether a failed write ran out of disk space (or quota).
+
+    torch.save reports it as a RuntimeError from its zip writer (`inline_container`) that says
+    only that the write failed; safetensors as a SafetensorError quoting the OS error.
+    """
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(error)
+    if isinstance(error, RuntimeError) and "inline_container" in text:
+        return any(m in text for m in ("file write failed", "unexpected pos", "failed writing"))
+    return isinstance(error, SafetensorError) and f"os error {errno.ENOSPC}" in text
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of the tensors in a (nested) state dict: about what a checkpoint of it takes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def swap_in(tmp: Path, final: Path) -> None:

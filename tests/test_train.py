@@ -337,3 +337,52 @@ def test_metrics_hold_each_step_once_after_a_resume(straight_run, tmp_path):
         assert steps == sorted(set(steps)), kind
     assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 13))
     assert train_losses(run_dir) == pytest.approx(train_losses(reference), rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(28, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
+    RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing "
+                 "file data/2: file write failed"),
+])
+def test_a_full_disk_is_one_line_and_the_last_checkpoint_stays(straight_run, tmp_path,
+                                                                 monkeypatch, failure):
+    import s2s.checkpoint
+    from click.testing import CliRunner
+
+    from s2s.cli import cli
+
+    _, recipe_path = straight_run
+    calls = {"n": 0}
+    original = s2s.checkpoint.torch.save
+
+    def disk_fills_up(obj, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            open(path, "wb").write(b"part of")
+            raise failure
+        return original(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(s2s.checkpoint.torch, "save", disk_fills_up)
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", str(recipe_path), "--run-dir", str(run_dir),
+                                      "--device", "cpu", *[a for s in STEPS for a in ("--set", s)]])
+    monkeypatch.setattr(s2s.checkpoint.torch, "save", original)
+    assert result.exit_code == 2, result.output
+    errors = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and str(run_dir) in errors[0] and "MB" in errors[0], result.output
+    assert "no space" in errors[0].lower()
+    ckpts = run_dir / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best", "last", "step-00000004"]
+    load_file(str(ckpts / "last" / WEIGHTS))
+
+
+def test_safetensors_out_of_space_is_recognised():
+    from safetensors import SafetensorError
+
+    from s2s.checkpoint import out_of_space
+
+    full = "Error while serializing: I/O error: No space left on device (os error 28)"
+    assert out_of_space(SafetensorError(full))
+    assert not out_of_space(SafetensorError("Error while serializing: invalid tensor"))
+    assert not out_of_space(RuntimeError("CUDA out of memory"))
