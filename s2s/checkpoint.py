@@ -71,11 +71,11 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, trainer_state: dict
         shutil.rmtree(tmp, ignore_errors=True)
         if out_of_space(e):
             need = tensor_bytes(model.state_dict()) + tensor_bytes(trainer_state)
+            free = shutil.disk_usage(root).free
             raise UserError(f"no space left on the device of {root.parent} to write checkpoint "
                             f"{final.name} (it needs about {need / 2**20:,.1f} MB, "
-                            f"{shutil.disk_usage(root).free / 2**20:,.1f} MB free); the last checkpoint "
-                            f"is intact: free some space, then `s2s train {root.parent} --resume`"
-                            ) from None
+                            f"{free / 2**20:,.1f} MB free); the last checkpoint is intact: free "
+                            f"some space, then `s2s train {root.parent} --resume`") from None
         raise
     readable(tmp, directory=True)
     swap_in(tmp, final)
