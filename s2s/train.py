@@ -176,13 +176,16 @@ class Trainer:
 
     def _split(self, split: str):
         data, cache = self.recipe.data, self.run_dir / "cache"
+        raw = load_split(data, split)
         if self.recipe.task == "captioning":
-            return CaptionSplit(load_split(data, split), data, self.tokenizer, self.model, cache, split)
-        return TokenizedSplit(text_pairs(load_split(data, split), data), self.tokenizer, cache, split)
+            return CaptionSplit(raw, data, self.tokenizer, self.model, cache, split)
+        pairs = text_pairs(raw, data)
+        self.missing[split] = len(raw) - len(pairs)
+        return TokenizedSplit(pairs, self.tokenizer, cache, split)
 
     def _data(self):
         data = self.recipe.data
-        splits = {}
+        splits, self.missing = {}, {"train": 0, "validation": 0}  # pairs without a source or target
         for split in ("train", "validation"):
             if dist.is_main():  # rank 0 tokenises and caches; the others read the cache
                 splits[split] = self._split(split)
@@ -192,10 +195,12 @@ class Trainer:
         train = splits["train"]
         rows = train.rows_within(data.max_src_len, data.max_tgt_len)
         dropped = len(train) - len(rows)
-        self.log(f"data {describe(data)}: {len(rows):,} training examples"
+        missing = {split: f" ({n:,} dropped: no source or target)" if n else ""
+                   for split, n in self.missing.items()}
+        self.log(f"data {describe(data)}: {len(rows):,} training examples{missing['train']}"
                  + (f" ({dropped:,} dropped: empty or longer than "
                     f"{data.max_src_len}/{data.max_tgt_len} tokens)" if dropped else "")
-                 + f", {len(splits['validation']):,} validation examples")
+                 + f", {len(splits['validation']):,} validation examples{missing['validation']}")
         if len(rows) == 0:
             raise UserError(f"no training pairs left in {describe(data)} after length filtering")
         return train, splits["validation"], rows

@@ -108,3 +108,37 @@ def test_unbucketed_batches_sample_every_length():
     assert mixed and all(mixed)
     bucketed = token_batches(src, tgt, rows, batch_tokens=600, rng=np.random.default_rng(0))
     assert sum(len(np.unique(tgt[b])) > 1 for b in bucketed) <= 2  # only at the two boundaries
+
+
+def test_pairs_without_a_source_or_target_are_dropped_and_counted(tmp_path):
+    """A JSON null, a missing key or an empty CSV field: left out of every split, and the
+    trainer says how many it left out."""
+    import csv
+
+    from s2s.evaluate import evaluate_run
+    from s2s.recipe import recipe_from_dict
+    from s2s.run import Run
+    from s2s.train import train
+    from s2s.translate import DecodeOptions
+    from conftest import TINY
+
+    rows = [{"de": f"{i} Hunde", "en": f"{i} dogs"} for i in range(1, 40)]
+    holes = rows + [{"de": None, "en": "no source"}, {"en": "no source key"},
+                    {"de": "kein Ziel", "en": None}]
+    write_jsonl(tmp_path / "train.jsonl", holes)
+    write_jsonl(tmp_path / "test.jsonl", holes)
+    with open(tmp_path / "validation.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["de", "en"])
+        writer.writeheader()
+        writer.writerows(rows[:10] + [{"de": "", "en": "empty source field"}])
+    recipe = recipe_from_dict({**TINY, "name": "holes", "data": {"path": str(tmp_path),
+                                                                  "src": "de", "tgt": "en"},
+                               "train": {**TINY["train"], "max_steps": 2, "eval_every": 2}})
+    log = []
+    train(recipe, tmp_path / "run", device="cpu", log=log.append)
+    line = next(x for x in log if x.startswith("data "))
+    assert "39 training examples (3 dropped: no source or target)" in line, line
+    assert "10 validation examples (1 dropped: no source or target)" in line, line
+    run = Run.open(tmp_path / "run", device="cpu")
+    scores, hyps, _ = evaluate_run(run, "test", DecodeOptions(beam=1))
+    assert scores.sentences == len(hyps) == 39

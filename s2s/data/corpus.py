@@ -123,7 +123,8 @@ def load_files(files: list[Path], split: str) -> datasets.Dataset:
 
 
 def text_pairs(ds: datasets.Dataset, cfg: DataConfig) -> datasets.Dataset:
-    """The split reduced to text columns `src` and `tgt` (plus generator extras such as spans).
+    """The split reduced to text columns `src` and `tgt` (plus generator extras such as spans),
+    without the rows that lack either.
 
     Dotted names reach into nested columns (`translation.de`). Nothing is copied into Python
     lists: the result is a view of the same (memory-mapped) Arrow table.
@@ -140,5 +141,9 @@ def text_pairs(ds: datasets.Dataset, cfg: DataConfig) -> datasets.Dataset:
             raise UserError(f"column {name!r} of {describe(cfg)} must hold text, not {feature}")
     extras = [c for c in ds.column_names if c.endswith("_span")]
     ds = ds.select_columns([cfg.src, cfg.tgt, *extras])
+    if any(ds.data.column(name).null_count for name in (cfg.src, cfg.tgt)):
+        # a JSON null, a missing key, an empty CSV field: no pair to learn from or score
+        ds = ds.filter(lambda src, tgt: [s is not None and t is not None for s, t in zip(src, tgt)],
+                       input_columns=[cfg.src, cfg.tgt], batched=True)
     return ds.rename_columns({old: new for old, new in ((cfg.src, "src"), (cfg.tgt, "tgt"))
                               if old != new})
