@@ -9,6 +9,7 @@ decoder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from s2s.data.batching import Batch, pad
-from s2s.data.images import jitter, to_tensor
+from s2s.data.images import image_errors, jitter, to_tensor
 from s2s.data.tokenizer import BOS, EOS, Tokenizer
 from s2s.errors import UserError
 from s2s.recipe import DataConfig
@@ -72,7 +73,7 @@ def image_fingerprint(ds: datasets.Dataset, column: str) -> str:
 class CaptionSplit:
     def __init__(self, ds: datasets.Dataset, cfg: DataConfig, tokenizer: Tokenizer, model,
                  cache_dir: Path, name: str):
-        self.ds, self.image_column, self.model = ds, cfg.src, model
+        self.ds, self.image_column, self.model, self.name = ds, cfg.src, model, name
         self.size = model.cfg.encoder.image_size
         self.references = caption_lists(ds, cfg)
         self.image_of_row = np.array([i for i, caps in enumerate(self.references) for _ in caps])
@@ -97,8 +98,25 @@ class CaptionSplit:
         """(B, 3, size, size) in [0, 1], or (B, C, h, w) cached features."""
         if self.features is not None:
             return torch.from_numpy(self.features[np.asarray(image_indices)]).float()
-        rows = self.ds.select_columns([self.image_column])[list(map(int, image_indices))]
-        return torch.stack([to_tensor(image, self.size) for image in rows[self.image_column]])
+        return torch.stack([to_tensor(image, self.size) for image in self.decode(image_indices)])
+
+    def decode(self, image_indices) -> list:
+        """PIL images of these rows, decoded one by one so that a bad one can be named."""
+        column, rows = self.image_column, list(map(int, image_indices))
+        feature = self.ds.features[column]
+        if not isinstance(feature, datasets.Image):
+            return self.ds.select_columns([column])[rows][column]
+        images = []
+        for row, value in zip(rows, self._encoded[rows][column]):
+            with image_errors(value.get("path") or f"in row {row} of the {self.name} split"):
+                images.append(feature.decode_example(value))
+        return images
+
+    @functools.cached_property
+    def _encoded(self) -> datasets.Dataset:
+        """The image column as stored (bytes and path), not decoded."""
+        column = self.image_column
+        return self.ds.select_columns([column]).cast_column(column, datasets.Image(decode=False))
 
     def batch(self, rows: np.ndarray) -> Batch:
         src = self.images(self.image_of_row[rows])
@@ -126,9 +144,8 @@ class CaptionSplit:
         fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy")
         os.close(fd)
         out = None
-        images = self.ds.select_columns([self.image_column])
         for start in range(0, count, 32):
-            batch = images[start:start + 32][self.image_column]
+            batch = self.decode(range(start, min(start + 32, count)))
             maps = self.model.backbone_features(torch.stack([to_tensor(i, self.size) for i in batch]))
             if out is None:
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
