@@ -123,7 +123,10 @@ def evaluate(run_dir, split, hyp, ref, alignments, pairs_file, output_file, as_j
              length_penalty, batch_size, max_len, device, checkpoint):
     """BLEU and chrF (sacreBLEU, with signatures) of a run on a split, or of --hyp vs --ref;
     alignment error rate against gold alignments with --alignments and --data."""
-    from s2s.cli_io import print_report
+    from s2s.cli_io import check_output_file, print_report
+
+    if output_file:
+        check_output_file(output_file)
 
     if hyp or ref:
         from s2s.evaluate import score_files

@@ -42,15 +42,28 @@ def input_lines(texts: tuple[str, ...], path: Path | None) -> tuple[Iterable[str
     return decode_lines(sys.stdin.buffer, "stdin"), sys.stdin.isatty()
 
 
+def check_output_file(path: Path) -> None:
+    """Refuse an output path that cannot be written before any work is done."""
+    if path.is_dir():
+        raise UserError(f"output {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: directory {path.parent} does not exist")
+
+
 @contextlib.contextmanager
 def output_stream(path: Path | None):
     """stdout, or a file written under a temporary name and renamed when complete."""
     if path is None:
         yield sys.stdout
         return
+    check_output_file(path)
     tmp = path.with_name(f".{path.name}.partial")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        f = open(tmp, "w", encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        with f:
             yield f
         tmp.replace(path)
     finally:

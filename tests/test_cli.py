@@ -157,3 +157,12 @@ def test_average_name_is_a_plain_new_checkpoint_name(trained_run, tmp_path, name
     assert (victim / "precious.txt").read_text() == "keep me"
     assert {p.name: (p.is_symlink() and p.resolve().name) for p in ckpts.iterdir()} == before
     assert {p.name: sorted(q.name for q in p.iterdir()) for p in ckpts.glob("step-*")} == steps
+
+
+def test_output_file_mistakes(trained_run, tmp_path):
+    missing = tmp_path / "no" / "such" / "dir" / "out.txt"
+    assert_user_error(run("translate", trained_run, "4 July 1998", "-o", missing), str(missing.parent))
+    assert_user_error(run("translate", trained_run, "4 July 1998", "-o", tmp_path), "is a directory")
+    assert_user_error(run("evaluate", trained_run, "--split", "test", "-o", tmp_path),
+                      "is a directory")
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
