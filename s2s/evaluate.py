@@ -35,6 +35,8 @@ def score(hypotheses: list[str], references: list[str] | list[list[str]]) -> Sco
     """Score hypotheses against one reference each, or a list of references each."""
     if len(hypotheses) != len(references):
         raise UserError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    if not hypotheses:
+        raise UserError("nothing to score: no hypotheses and no references")
     refs = [[r] if isinstance(r, str) else list(r) for r in references]
     streams = reference_streams(refs)
     bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
@@ -70,6 +72,8 @@ def score_files(hyp: Path, ref: Path) -> Scores:
     hyps, refs = read_lines(hyp), read_lines(ref)
     if len(hyps) != len(refs):
         raise UserError(f"{hyp} has {len(hyps)} lines but {ref} has {len(refs)}")
+    if not hyps:
+        raise UserError(f"{hyp} and {ref} are empty: nothing to score")
     return score(hyps, refs)
 
 

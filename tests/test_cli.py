@@ -166,3 +166,10 @@ def test_output_file_mistakes(trained_run, tmp_path):
     assert_user_error(run("evaluate", trained_run, "--split", "test", "-o", tmp_path),
                       "is a directory")
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_scoring_empty_files_is_one_line(tmp_path):
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    hyp.write_text("")
+    ref.write_text("")
+    assert_user_error(run("evaluate", "--hyp", hyp, "--ref", ref), "hyp.txt")
