@@ -147,11 +147,23 @@ def find_recipe(name: str) -> Path:
 def read_yaml(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as e:
+        raise UserError(yaml_error(path, e)) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise UserError(f"cannot read recipe {path}: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise UserError(f"recipe {path} must be a YAML mapping of sections")
     return raw
+
+
+def yaml_error(path: Path, error: yaml.MarkedYAMLError) -> str:
+    """'FILE, line L, column C: problem (while parsing ... from line K)': where to look."""
+    mark = error.problem_mark or error.context_mark
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    text = f"recipe {where}: {error.problem or error.context}"
+    if error.context and error.problem and error.context_mark:
+        text += f" ({error.context} from line {error.context_mark.line + 1})"
+    return text
 
 
 def load_recipe(name_or_path: str, overrides: tuple[str, ...] | list[str] = ()) -> Recipe:
