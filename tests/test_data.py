@@ -142,3 +142,23 @@ def test_pairs_without_a_source_or_target_are_dropped_and_counted(tmp_path):
     run = Run.open(tmp_path / "run", device="cpu")
     scores, hyps, _ = evaluate_run(run, "test", DecodeOptions(beam=1))
     assert scores.sentences == len(hyps) == 39
+
+
+TSV_ROWS = [('ein "Hund", 1', 'a "dog", 1'), ("NA", "null"), ("1998", "1998"), ("", "empty source")]
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_tsv_is_tab_separated_with_or_without_a_header(tmp_path, header):
+    """Commas and quotes are text in a TSV file; so are 'NA' and numbers."""
+    lines = ["de\ten"] if header else []
+    lines += [f"{s}\t{t}" for s, t in TSV_ROWS]
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = DataConfig(path=str(tmp_path), src="de", tgt="en")
+    pairs = text_pairs(load_split(cfg, "train"), cfg)
+    assert list(zip(pairs["src"], pairs["tgt"])) == TSV_ROWS
+
+
+def test_a_headerless_tsv_needs_two_columns(tmp_path):
+    (tmp_path / "train.tsv").write_text("a\tb\tc\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"train\.tsv.*3 tab-separated fields"):
+        load_split(DataConfig(path=str(tmp_path), src="de", tgt="en"), "train")

@@ -1,13 +1,13 @@
 """Load one split of a corpus with HuggingFace `datasets`, whatever its source.
 
 A recipe's `data` section names a hub id (`bentrevett/multi30k`), a local folder or file (JSONL,
-CSV, Parquet, a `save_to_disk` folder, an `imagefolder`), or a built-in generator (`dates`,
-`shapes`). Every source ends up as a `datasets.Dataset` with the recipe's source and target
+CSV, TSV, Parquet, a `save_to_disk` folder, an `imagefolder`), or a built-in generator (`dates`, `shapes`). Every source ends up as a `datasets.Dataset` with the recipe's source and target
 columns (dotted names reach into nested columns such as `translation.de`).
 """
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -57,7 +57,7 @@ def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
     """Split `split` ("train" | "validation" | "test") as named in the recipe."""
     name = getattr(cfg.splits, split)
     if cfg.path:
-        ds = load_local(Path(cfg.path), name)
+        ds = load_local(Path(cfg.path), name, (cfg.src, cfg.tgt))
     elif cfg.dataset in generators():
         ds = generate_split(cfg.dataset, split, getattr(cfg.sizes, split), cfg.seed)
     elif cfg.dataset:
@@ -83,14 +83,16 @@ def load_hub(hub_id: str, config: str | None, split: str) -> datasets.Dataset:
                         "check the id or point data.path at a local copy") from None
 
 
-def load_local(path: Path, split: str) -> datasets.Dataset:
-    """A `save_to_disk` folder, a folder of per-split files or image folders, or one file."""
+def load_local(path: Path, split: str,
+               columns: tuple[str, str] = ("source", "target")) -> datasets.Dataset:
+    """A `save_to_disk` folder, a folder of per-split files or image folders, or one file.
+    `columns` (source, target) name the two columns of a TSV file without a header."""
     if not path.exists():
         raise UserError(f"data path not found: {path}")
     if path.is_file():
         if path.suffix not in FILE_BUILDERS:
             raise UserError(f"unsupported data file {path}; use one of {', '.join(FILE_BUILDERS)}")
-        return load_files([path], split)
+        return load_files([path], split, columns)
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         saved = datasets.load_from_disk(str(path))
         if isinstance(saved, datasets.Dataset):
@@ -101,25 +103,48 @@ def load_local(path: Path, split: str) -> datasets.Dataset:
     files = sorted(p for p in path.iterdir() if p.is_file() and p.stem.split("-")[0] == split
                    and p.suffix in FILE_BUILDERS)
     if files:
-        return load_files(files, split)
+        return load_files(files, split, columns)
     if (path / split).is_dir():
         return datasets.load_dataset("imagefolder", data_dir=str(path), split=split)
     present = sorted({p.stem.split("-")[0] for p in path.iterdir() if p.suffix in FILE_BUILDERS}
                      | {p.name for p in path.iterdir() if p.is_dir()})
     raise UserError(f"no split {split!r} in {path} (found: {', '.join(present) or 'nothing'}); "
-                    f"expected {split}.jsonl, {split}.csv, {split}.parquet or a {split}/ folder")
+                    f"expected {split}.jsonl, {split}.csv, {split}.tsv, {split}.parquet "
+                    f"or a {split}/ folder")
 
 
-def load_files(files: list[Path], split: str) -> datasets.Dataset:
+def load_files(files: list[Path], split: str,
+               columns: tuple[str, str] = ("source", "target")) -> datasets.Dataset:
     """Data files of one format as one split; empty or unparsable files are user errors."""
     if all(f.stat().st_size == 0 for f in files):
         raise UserError(f"split {split!r} is empty ({', '.join(map(str, files))})")
+    options = tsv_options(files[0], columns) if files[0].suffix == ".tsv" else {}
     try:
         return datasets.load_dataset(FILE_BUILDERS[files[0].suffix],
-                                     data_files={split: [str(f) for f in files]}, split=split)
+                                     data_files={split: [str(f) for f in files]}, split=split,
+                                     **options)
     except Exception as e:  # pyarrow/json/csv parse errors have many types
         raise UserError(f"cannot read {', '.join(map(str, files))}: "
                         f"{type(e).__name__} {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def tsv_options(first: Path, columns: tuple[str, str]) -> dict:
+    """How to read TSV: tab-separated, no quoting, every field text (never NaN or a number).
+
+    The first line is a header if it names the recipe's source and target columns; otherwise
+    every line is `source<TAB>target`.
+    """
+    with open(first, encoding="utf-8", errors="replace") as f:
+        fields = f.readline().rstrip("\r\n").split("\t")
+    header = set(columns) <= set(fields)
+    if not header and len(fields) != 2:
+        raise UserError(f"{first}, line 1 has {len(fields)} tab-separated fields and no header "
+                        f"naming {columns[0]!r} and {columns[1]!r}; without a header each line "
+                        "must be source<TAB>target")
+    names = fields if header else list(columns)
+    return {"sep": "\t", "quoting": csv.QUOTE_NONE, "na_filter": False,
+            "header": 0 if header else None, "column_names": names,
+            "features": datasets.Features({n: datasets.Value("string") for n in names})}
 
 
 def text_pairs(ds: datasets.Dataset, cfg: DataConfig) -> datasets.Dataset:
