@@ -162,3 +162,19 @@ def test_a_headerless_tsv_needs_two_columns(tmp_path):
     (tmp_path / "train.tsv").write_text("a\tb\tc\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"train\.tsv.*3 tab-separated fields"):
         load_split(DataConfig(path=str(tmp_path), src="de", tgt="en"), "train")
+
+
+def test_parallel_text_files(tmp_path):
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.de").write_text("ein Hund\n\n\"zwei\", Hunde\n", encoding="utf-8")
+        (tmp_path / f"{split}.en").write_text("a dog\nempty source\n\"two\", dogs\n", encoding="utf-8")
+    cfg = DataConfig(path=str(tmp_path), src="de", tgt="en")
+    pairs = text_pairs(load_split(cfg, "validation"), cfg)
+    assert list(zip(pairs["src"], pairs["tgt"])) == [
+        ("ein Hund", "a dog"), ("", "empty source"), ('"zwei", Hunde', '"two", dogs')]
+    (tmp_path / "train.en").write_text("a dog\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"train\.de has 3 lines but .*train\.en has 1"):
+        load_split(cfg, "train")
+    (tmp_path / "train.en").unlink()
+    with pytest.raises(UserError, match=r"train\.en"):
+        load_split(cfg, "train")

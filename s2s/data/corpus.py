@@ -1,7 +1,8 @@
 """Load one split of a corpus with HuggingFace `datasets`, whatever its source.
 
 A recipe's `data` section names a hub id (`bentrevett/multi30k`), a local folder or file (JSONL,
-CSV, TSV, Parquet, a `save_to_disk` folder, an `imagefolder`), or a built-in generator (`dates`, `shapes`). Every source ends up as a `datasets.Dataset` with the recipe's source and target
+CSV, TSV, Parquet, plain parallel text `train.de` + `train.en`, a `save_to_disk` folder, an
+`imagefolder`), or a built-in generator (`dates`, `shapes`). Every source ends up as a `datasets.Dataset` with the recipe's source and target
 columns (dotted names reach into nested columns such as `translation.de`).
 """
 
@@ -85,8 +86,9 @@ def load_hub(hub_id: str, config: str | None, split: str) -> datasets.Dataset:
 
 def load_local(path: Path, split: str,
                columns: tuple[str, str] = ("source", "target")) -> datasets.Dataset:
-    """A `save_to_disk` folder, a folder of per-split files or image folders, or one file.
-    `columns` (source, target) name the two columns of a TSV file without a header."""
+    """A `save_to_disk` folder, a folder of per-split files, parallel text files or image folders,
+    or one file. `columns` (source, target) name the two columns of a TSV file without a header
+    and are the suffixes of parallel text files (`train.de`, `train.en`)."""
     if not path.exists():
         raise UserError(f"data path not found: {path}")
     if path.is_file():
@@ -104,13 +106,16 @@ def load_local(path: Path, split: str,
                    and p.suffix in FILE_BUILDERS)
     if files:
         return load_files(files, split, columns)
+    parallel = [path / f"{split}.{suffix}" for suffix in columns]
+    if any(f.is_file() for f in parallel):
+        return load_parallel_text(parallel, columns)
     if (path / split).is_dir():
         return datasets.load_dataset("imagefolder", data_dir=str(path), split=split)
     present = sorted({p.stem.split("-")[0] for p in path.iterdir() if p.suffix in FILE_BUILDERS}
                      | {p.name for p in path.iterdir() if p.is_dir()})
     raise UserError(f"no split {split!r} in {path} (found: {', '.join(present) or 'nothing'}); "
-                    f"expected {split}.jsonl, {split}.csv, {split}.tsv, {split}.parquet "
-                    f"or a {split}/ folder")
+                    f"expected {split}.jsonl, {split}.csv, {split}.tsv, {split}.parquet, "
+                    f"{split}.{columns[0]} + {split}.{columns[1]} or a {split}/ folder")
 
 
 def load_files(files: list[Path], split: str,
@@ -145,6 +150,26 @@ def tsv_options(first: Path, columns: tuple[str, str]) -> dict:
     return {"sep": "\t", "quoting": csv.QUOTE_NONE, "na_filter": False,
             "header": 0 if header else None, "column_names": names,
             "features": datasets.Features({n: datasets.Value("string") for n in names})}
+
+
+def load_parallel_text(files: list[Path], columns: tuple[str, str]) -> datasets.Dataset:
+    """Two plain text files, one sentence per line, the same number of lines: one split."""
+    src, tgt = files
+    for f, other in ((src, tgt), (tgt, src)):
+        if not f.is_file():
+            raise UserError(f"found {other} but not {f}: parallel text needs both files")
+    sides = []
+    for f, column in zip(files, columns):
+        try:
+            side = datasets.load_dataset("text", data_files={"train": [str(f)]}, split="train")
+        except Exception as e:  # decoding errors and the like
+            raise UserError(f"cannot read {f}: {type(e).__name__} "
+                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        sides.append(side.rename_column("text", column))
+    if len(sides[0]) != len(sides[1]):
+        raise UserError(f"{src} has {len(sides[0]):,} lines but {tgt} has {len(sides[1]):,}; "
+                        "parallel text files need one sentence per line on both sides")
+    return datasets.concatenate_datasets(sides, axis=1)
 
 
 def text_pairs(ds: datasets.Dataset, cfg: DataConfig) -> datasets.Dataset:
