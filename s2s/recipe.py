@@ -61,6 +61,8 @@ class TokenizerConfig:
     joint: bool = True  # one vocabulary for source and target (needed to share embeddings)
     character_coverage: float = 1.0
     max_sentences: int = 1_000_000  # sentences sampled to train SentencePiece
+    model: str | None = None  # an existing SentencePiece .model to use (joint, or the source side)
+    tgt_model: str | None = None  # with joint: false, the target side's existing .model
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,11 @@ class Trainer:
         folder = self.run_dir / TOKENIZER_DIR
         if folder.exists():
             return Tokenizer.load(folder)
-        if dist.is_main():
+        if dist.is_main() and (self.recipe.tokenizer.model or self.recipe.tokenizer.tgt_model):
+            tokenizer = Tokenizer.adopt(self.recipe.tokenizer, folder)
+            self.log(f"using SentencePiece model {self.recipe.tokenizer.model} "
+                     f"({tokenizer.src_vocab_size} pieces)")
+        elif dist.is_main():
             data, raw = self.recipe.data, load_split(self.recipe.data, "train")
             self.log(f"training {self.recipe.tokenizer.type} tokenizer "
                      f"({self.recipe.tokenizer.vocab_size} pieces) on {len(raw):,} examples")

@@ -178,3 +178,46 @@ def test_parallel_text_files(tmp_path):
     (tmp_path / "train.en").unlink()
     with pytest.raises(UserError, match=r"train\.en"):
         load_split(cfg, "train")
+
+
+def spm_model(path, texts, **ids):
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(path),
+                                   model_type="char", vocab_size=40, hard_vocab_limit=False,
+                                   minloglevel=2, **ids)
+    return path.with_suffix(".model")
+
+
+S2S_IDS = dict(pad_id=0, unk_id=1, bos_id=2, eos_id=3)
+
+
+def test_an_existing_sentencepiece_model_is_reused(tmp_path):
+    from conftest import TINY
+
+    from s2s.recipe import recipe_from_dict
+    from s2s.train import Trainer
+
+    texts = ["4 July 1998", "1998-07-04", "le 1er juillet 2003", "12/25/99"] * 20
+    mine = spm_model(tmp_path / "mine", texts, **S2S_IDS)
+    recipe = lambda tok: recipe_from_dict({**TINY, "name": "t", "tokenizer": tok})  # noqa: E731
+    log = []
+    Trainer(recipe({"model": str(mine)}), tmp_path / "joint", device="cpu", log=log.append)
+    assert (tmp_path / "joint" / "tokenizer" / "joint.model").read_bytes() == mine.read_bytes()
+    assert not any("training" in line and "tokenizer" in line for line in log), log
+
+    other = spm_model(tmp_path / "other", texts[:40], **S2S_IDS)
+    trainer = Trainer(recipe({"model": str(mine), "tgt_model": str(other), "joint": False}),
+                      tmp_path / "separate", device="cpu", log=log.append)
+    folder = tmp_path / "separate" / "tokenizer"
+    assert (folder / "src.model").read_bytes() == mine.read_bytes()
+    assert (folder / "tgt.model").read_bytes() == other.read_bytes()
+    assert not trainer.tokenizer.joint
+
+    default_ids = spm_model(tmp_path / "default", texts)  # unk=0, bos=1, eos=2, no pad
+    with pytest.raises(UserError, match=r"default\.model.*--pad_id=0 --unk_id=1 --bos_id=2 --eos_id=3"):
+        Trainer(recipe({"model": str(default_ids)}), tmp_path / "bad", device="cpu")
+    with pytest.raises(UserError, match="missing.model"):
+        Trainer(recipe({"model": str(tmp_path / "missing.model")}), tmp_path / "gone", device="cpu")
+    with pytest.raises(UserError, match="tokenizer.tgt_model"):
+        Trainer(recipe({"model": str(mine), "joint": False}), tmp_path / "half", device="cpu")
