@@ -19,7 +19,7 @@ from s2s.data.captions import CaptionSplit
 from s2s.data.corpus import load_split
 from s2s.data.images import load_images
 from s2s.data.tokenizer import BOS
-from s2s.evaluate import reference_streams, score
+from s2s.evaluate import DEFAULT_METRICS, reference_streams, score
 from s2s.run import Run, autocast
 from s2s.search import decode, max_lengths
 from s2s.translate import DecodeOptions, Translation
@@ -62,7 +62,8 @@ def region_attention(run: Run, src: torch.Tensor, captions: list[list[int]]) -> 
     return weights.float().cpu().numpy()
 
 
-def evaluate_captions(run: Run, split: str, opts: DecodeOptions) -> tuple[dict, list[str]]:
+def evaluate_captions(run: Run, split: str, opts: DecodeOptions,
+                      metrics: tuple[str, ...] = DEFAULT_METRICS) -> tuple[dict, list[str]]:
     """BLEU-1..4 (sacreBLEU, all references), chrF, exact match; for shapes, localisation."""
     data = CaptionSplit(load_split(run.recipe.data, split), run.recipe.data, run.tokenizer,
                         run.model, run.dir / "cache", split)
@@ -81,7 +82,8 @@ def evaluate_captions(run: Run, split: str, opts: DecodeOptions) -> tuple[dict, 
             localised[0] += hits
             localised[1] += total
     hypotheses = [results[r].text for r in rows.tolist()]
-    report = {**score(hypotheses, references).as_dict(), **bleu_orders(hypotheses, references)}
+    report = {**score(hypotheses, references, metrics).as_dict(),
+              **bleu_orders(hypotheses, references)}
     if has_boxes:
         report["localisation"] = 100.0 * localised[0] / max(localised[1], 1)
         report["localised_nouns"] = localised[1]

@@ -117,23 +117,27 @@ def translate(run_dir, text, input_file, output_file, n_best, align, align_layer
 @click.option("--data", "pairs_file", type=click.Path(path_type=Path),
               help="Sentence pairs for --alignments, 'source<TAB>target' per line.")
 @click.option("-o", "--output", "output_file", type=click.Path(path_type=Path), help="Save hypotheses.")
+@click.option("--metrics", "metric_names", default="bleu,chrf", show_default=True,
+              help="sacreBLEU metrics to report, comma-separated: bleu, chrf, ter.")
 @click.option("--json", "as_json", is_flag=True, help="Print scores as JSON.")
 @with_options(decode_options)
-def evaluate(run_dir, split, hyp, ref, alignments, pairs_file, output_file, as_json, beam,
-             length_penalty, batch_size, max_len, device, checkpoint):
-    """BLEU and chrF (sacreBLEU, with signatures) of a run on a split, or of --hyp vs --ref;
-    alignment error rate against gold alignments with --alignments and --data."""
+def evaluate(run_dir, split, hyp, ref, alignments, pairs_file, output_file, metric_names, as_json,
+             beam, length_penalty, batch_size, max_len, device, checkpoint):
+    """BLEU and chrF (and TER: sacreBLEU, with signatures) of a run on a split, or of --hyp vs
+    --ref; alignment error rate against gold alignments with --alignments and --data."""
     from s2s.cli_io import check_output_file, print_report
+    from s2s.evaluate import parse_metrics
 
+    metrics = parse_metrics(metric_names)
     if output_file:
         check_output_file(output_file)
-
     if hyp or ref:
         from s2s.evaluate import score_files
 
         if not (hyp and ref):
             raise UserError("--hyp and --ref go together")
-        return print_report({"data": f"{hyp} vs {ref}", **score_files(hyp, ref).as_dict()}, as_json)
+        return print_report({"data": f"{hyp} vs {ref}", **score_files(hyp, ref, metrics).as_dict()},
+                            as_json)
     if run_dir is None:
         raise UserError("give a RUN_DIR, or --hyp FILE --ref FILE")
     from s2s.run import Run
@@ -160,9 +164,9 @@ def evaluate(run_dir, split, hyp, ref, alignments, pairs_file, output_file, as_j
     if run.recipe.task == "captioning":
         from s2s.captioning import evaluate_captions
 
-        report, hyps = evaluate_captions(run, split, opts)
+        report, hyps = evaluate_captions(run, split, opts, metrics)
     else:
-        scores, hyps, pairs = evaluate_run(run, split, opts)
+        scores, hyps, pairs = evaluate_run(run, split, opts, metrics)
         report = {**scores.as_dict(), **model_alignment_report(run, pairs, hyps)}
     if output_file:
         atomic_write_text(output_file, "".join(h + "\n" for h in hyps))

@@ -96,9 +96,10 @@ def print_report(report: dict, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     click.echo(report["data"] + (f": {report['sentences']} sentences" if "sentences" in report else ""))
-    if "bleu" in report:
-        click.echo(f"BLEU  {report['bleu']:6.2f}  {report['bleu_signature']}")
-        click.echo(f"chrF  {report['chrf']:6.2f}  {report['chrf_signature']}")
+    for key, name in (("bleu", "BLEU "), ("chrf", "chrF "), ("ter", "TER  ")):
+        if key in report:
+            click.echo(f"{name} {report[key]:6.2f}  {report[f'{key}_signature']}")
+    if "exact" in report:
         click.echo(f"exact {report['exact']:6.2f}%")
     if "bleu4" in report:
         click.echo("  ".join(f"BLEU-{n} {report[f'bleu{n}']:.2f}" for n in range(1, 5)))

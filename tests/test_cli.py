@@ -173,3 +173,18 @@ def test_scoring_empty_files_is_one_line(tmp_path):
     hyp.write_text("")
     ref.write_text("")
     assert_user_error(run("evaluate", "--hyp", hyp, "--ref", ref), "hyp.txt")
+
+
+def test_ter_is_reported_with_its_signature(tmp_path):
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    hyp.write_text("a cat sat on the mat\nhello world\n")
+    ref.write_text("a cat sat on the mat\nhello there world\n")
+    result = run("evaluate", "--hyp", hyp, "--ref", ref, "--metrics", "bleu,chrf,ter")
+    assert result.exit_code == 0, result.output
+    ter = [x for x in result.output.splitlines() if x.startswith("TER")]
+    assert len(ter) == 1 and "11.11" in ter[0] and "tok:tercom" in ter[0], result.output
+    only = run("evaluate", "--hyp", hyp, "--ref", ref, "--metrics", "ter", "--json")
+    assert {"ter", "ter_signature"} <= json.loads(only.output).keys()
+    assert "bleu" not in json.loads(only.output)
+    assert_user_error(run("evaluate", "--hyp", hyp, "--ref", ref, "--metrics", "bleu,meteor"),
+                      "meteor")
