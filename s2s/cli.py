@@ -110,6 +110,8 @@ def translate(run_dir, text, input_file, output_file, n_best, align, align_layer
 @cli.command()
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True, help="train, validation or test.")
+@click.option("--src", "src_file", type=click.Path(path_type=Path),
+              help="Translate this file (a sentence per line) with RUN_DIR, score it against --ref.")
 @click.option("--hyp", type=click.Path(path_type=Path), help="Score this file (no model needed) ...")
 @click.option("--ref", type=click.Path(path_type=Path), help="... against this reference file.")
 @click.option("--alignments", type=click.Path(path_type=Path),
@@ -121,23 +123,29 @@ def translate(run_dir, text, input_file, output_file, n_best, align, align_layer
               help="sacreBLEU metrics to report, comma-separated: bleu, chrf, ter.")
 @click.option("--json", "as_json", is_flag=True, help="Print scores as JSON.")
 @with_options(decode_options)
-def evaluate(run_dir, split, hyp, ref, alignments, pairs_file, output_file, metric_names, as_json,
+def evaluate(run_dir, split, src_file, hyp, ref, alignments, pairs_file, output_file, metric_names, as_json,
              beam, length_penalty, batch_size, max_len, device, checkpoint):
-    """BLEU and chrF (and TER: sacreBLEU, with signatures) of a run on a split, or of --hyp vs
-    --ref; alignment error rate against gold alignments with --alignments and --data."""
+    """BLEU and chrF (and TER: sacreBLEU, with signatures) of a run on a split or on --src vs
+    --ref, or of --hyp vs --ref; alignment error rate against gold alignments with --alignments
+    and --data."""
     from s2s.cli_io import check_output_file, print_report
     from s2s.evaluate import parse_metrics
 
     metrics = parse_metrics(metric_names)
     if output_file:
         check_output_file(output_file)
-    if hyp or ref:
+    if hyp or (ref and not src_file):
         from s2s.evaluate import score_files
 
         if not (hyp and ref):
-            raise UserError("--hyp and --ref go together")
+            raise UserError("--hyp and --ref go together (or --src and --ref, with a RUN_DIR)")
+        if src_file:
+            raise UserError("give --hyp (a translation to score) or --src (a file to translate), "
+                            "not both")
         return print_report({"data": f"{hyp} vs {ref}", **score_files(hyp, ref, metrics).as_dict()},
                             as_json)
+    if src_file and not ref:
+        raise UserError("--src and --ref go together")
     if run_dir is None:
         raise UserError("give a RUN_DIR, or --hyp FILE --ref FILE")
     from s2s.run import Run
@@ -155,18 +163,23 @@ def evaluate(run_dir, split, hyp, ref, alignments, pairs_file, output_file, metr
         return print_report({"data": f"{pairs_file} with {alignments}", **report}, as_json)
     from s2s.aligner import model_alignment_report
     from s2s.checkpoint import atomic_write_text
-    from s2s.evaluate import evaluate_run
+    from s2s.evaluate import evaluate_files, evaluate_run
     from s2s.translate import DecodeOptions
 
     opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty,
                                   batch_size=batch_size, max_len=max_len)
-    where = f"{run_dir} ({run.checkpoint.name}) on {split}, beam {opts.beam}"
+    where = f"{run_dir} ({run.checkpoint.name}) on {src_file or split}, beam {opts.beam}"
     if run.recipe.task == "captioning":
         from s2s.captioning import evaluate_captions
 
+        if src_file:
+            raise UserError(f"{run_dir} is a captioning run: --src takes text to translate")
         report, hyps = evaluate_captions(run, split, opts, metrics)
     else:
-        scores, hyps, pairs = evaluate_run(run, split, opts, metrics)
+        if src_file:
+            scores, hyps, pairs = evaluate_files(run, src_file, ref, opts, metrics)
+        else:
+            scores, hyps, pairs = evaluate_run(run, split, opts, metrics)
         report = {**scores.as_dict(), **model_alignment_report(run, pairs, hyps)}
     if output_file:
         atomic_write_text(output_file, "".join(h + "\n" for h in hyps))

@@ -107,3 +107,20 @@ def evaluate_run(run, split: str, opts, metrics: tuple[str, ...] = DEFAULT_METRI
     results = translate(run, pairs["src"], opts)
     hypotheses = [r[0].text if r else "" for r in results]
     return score(hypotheses, pairs["tgt"], metrics), hypotheses, pairs
+
+
+def evaluate_files(run, src: Path, ref: Path, opts, metrics: tuple[str, ...] = DEFAULT_METRICS):
+    """Translate an external test set (a sentence per line) and score it against its references
+    -> (scores, hypotheses, pairs)."""
+    import datasets
+
+    from s2s.translate import translate
+
+    sources, references = read_lines(src), read_lines(ref)
+    if len(sources) != len(references):
+        raise UserError(f"{src} has {len(sources)} lines but {ref} has {len(references)}")
+    if not sources:
+        raise UserError(f"{src} and {ref} are empty: nothing to evaluate")
+    hypotheses = [r[0].text if r else "" for r in translate(run, sources, opts)]
+    pairs = datasets.Dataset.from_dict({"src": sources, "tgt": references})
+    return score(hypotheses, references, metrics), hypotheses, pairs

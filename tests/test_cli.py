@@ -175,6 +175,37 @@ def test_scoring_empty_files_is_one_line(tmp_path):
     assert_user_error(run("evaluate", "--hyp", hyp, "--ref", ref), "hyp.txt")
 
 
+@pytest.fixture(scope="module")
+def external_test_set(trained_run, tmp_path_factory):
+    """Twenty sentence pairs of the run's test split, as plain text files."""
+    from s2s.data.corpus import load_split, text_pairs
+    from s2s.run import load_run_recipe
+
+    data = load_run_recipe(trained_run).data
+    pairs = text_pairs(load_split(data, "test"), data)[:20]
+    folder = tmp_path_factory.mktemp("external")
+    (folder / "src.txt").write_text("".join(s + "\n" for s in pairs["src"]), encoding="utf-8")
+    (folder / "ref.txt").write_text("".join(t + "\n" for t in pairs["tgt"]), encoding="utf-8")
+    return folder / "src.txt", folder / "ref.txt"
+
+
+def test_evaluate_translates_an_external_test_set(trained_run, external_test_set, tmp_path):
+    src, ref = external_test_set
+    result = run("evaluate", trained_run, "--src", src, "--ref", ref, "--beam", "1", "--json")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert scores["sentences"] == 20 and str(src) in scores["data"]
+    hyp = tmp_path / "hyp.txt"
+    assert run("translate", trained_run, "-i", src, "-o", hyp, "--beam", "1").exit_code == 0
+    same = json.loads(run("evaluate", "--hyp", hyp, "--ref", ref, "--json").output)
+    assert scores["bleu"] == same["bleu"] and scores["chrf"] == same["chrf"]
+    short = tmp_path / "short.txt"
+    short.write_text("".join(ref.read_text().splitlines(keepends=True)[:19]))
+    assert_user_error(run("evaluate", trained_run, "--src", src, "--ref", short),
+                      f"{src} has 20 lines but {short} has 19")
+    assert_user_error(run("evaluate", trained_run, "--src", src), "--src and --ref go together")
+
+
 def test_ter_is_reported_with_its_signature(tmp_path):
     hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
     hyp.write_text("a cat sat on the mat\nhello world\n")
