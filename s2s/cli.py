@@ -121,10 +121,14 @@ def translate(run_dir, text, input_file, output_file, n_best, align, align_layer
 @click.option("-o", "--output", "output_file", type=click.Path(path_type=Path), help="Save hypotheses.")
 @click.option("--metrics", "metric_names", default="bleu,chrf", show_default=True,
               help="sacreBLEU metrics to report, comma-separated: bleu, chrf, ter.")
+@click.option("--paired-bootstrap", "baseline_dir", metavar="OTHER_RUN",
+              type=click.Path(path_type=Path),
+              help="Translate the same sentences with OTHER_RUN (the baseline) and test the "
+                   "difference: sacreBLEU's paired bootstrap resampling (p-value, 95% CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print scores as JSON.")
 @with_options(decode_options)
-def evaluate(run_dir, split, src_file, hyp, ref, alignments, pairs_file, output_file, metric_names, as_json,
-             beam, length_penalty, batch_size, max_len, device, checkpoint):
+def evaluate(run_dir, split, src_file, hyp, ref, alignments, pairs_file, output_file, metric_names,
+             baseline_dir, as_json, beam, length_penalty, batch_size, max_len, device, checkpoint):
     """BLEU and chrF (and TER: sacreBLEU, with signatures) of a run on a split or on --src vs
     --ref, or of --hyp vs --ref; alignment error rate against gold alignments with --alignments
     and --data."""
@@ -139,9 +143,9 @@ def evaluate(run_dir, split, src_file, hyp, ref, alignments, pairs_file, output_
 
         if not (hyp and ref):
             raise UserError("--hyp and --ref go together (or --src and --ref, with a RUN_DIR)")
-        if src_file:
-            raise UserError("give --hyp (a translation to score) or --src (a file to translate), "
-                            "not both")
+        if src_file or baseline_dir:
+            raise UserError("--hyp scores a translation as it is; --src and --paired-bootstrap "
+                            "translate with a RUN_DIR: use one or the other")
         return print_report({"data": f"{hyp} vs {ref}", **score_files(hyp, ref, metrics).as_dict()},
                             as_json)
     if src_file and not ref:
@@ -163,11 +167,14 @@ def evaluate(run_dir, split, src_file, hyp, ref, alignments, pairs_file, output_
         return print_report({"data": f"{pairs_file} with {alignments}", **report}, as_json)
     from s2s.aligner import model_alignment_report
     from s2s.checkpoint import atomic_write_text
-    from s2s.evaluate import evaluate_files, evaluate_run
+    from s2s.evaluate import best_translations, evaluate_files, evaluate_run, paired_bootstrap
     from s2s.translate import DecodeOptions
 
-    opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty,
-                                  batch_size=batch_size, max_len=max_len)
+    decoding = dict(beam=beam, length_penalty=length_penalty, batch_size=batch_size, max_len=max_len)
+    opts = DecodeOptions.from_run(run, **decoding)
+    if baseline_dir and run.recipe.task == "captioning":
+        raise UserError("--paired-bootstrap compares two translation runs")
+    baseline = Run.open(baseline_dir, "best", device) if baseline_dir else None
     where = f"{run_dir} ({run.checkpoint.name}) on {src_file or split}, beam {opts.beam}"
     if run.recipe.task == "captioning":
         from s2s.captioning import evaluate_captions
@@ -181,6 +188,11 @@ def evaluate(run_dir, split, src_file, hyp, ref, alignments, pairs_file, output_
         else:
             scores, hyps, pairs = evaluate_run(run, split, opts, metrics)
         report = {**scores.as_dict(), **model_alignment_report(run, pairs, hyps)}
+        if baseline is not None:
+            others = best_translations(baseline, pairs["src"],
+                                       DecodeOptions.from_run(baseline, **decoding))
+            report["paired_bootstrap"] = paired_bootstrap(
+                (str(baseline_dir), others), (str(run_dir), hyps), pairs["tgt"], metrics)
     if output_file:
         atomic_write_text(output_file, "".join(h + "\n" for h in hyps))
     print_report({"data": where, **report}, as_json)

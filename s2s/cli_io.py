@@ -101,6 +101,8 @@ def print_report(report: dict, as_json: bool) -> None:
             click.echo(f"{name} {report[key]:6.2f}  {report[f'{key}_signature']}")
     if "exact" in report:
         click.echo(f"exact {report['exact']:6.2f}%")
+    if "paired_bootstrap" in report:
+        print_paired_bootstrap(report["paired_bootstrap"])
     if "bleu4" in report:
         click.echo("  ".join(f"BLEU-{n} {report[f'bleu{n}']:.2f}" for n in range(1, 5)))
     if "localisation" in report:
@@ -119,3 +121,24 @@ def print_report(report: dict, as_json: bool) -> None:
         click.echo(f"attention: entropy {a['mean_entropy']:.2f} nats/token, source tokens with "
                    f"coverage < 0.2: {100 * a['low_coverage_share']:.1f}%, "
                    f"> 2: {100 * a['high_coverage_share']:.1f}%")
+
+
+def print_paired_bootstrap(test: dict) -> None:
+    """Both systems' scores as sacreBLEU prints them: score (bootstrap mean ± 95% CI), and the
+    p-value of the difference, starred below 0.05."""
+    import click
+
+    click.echo(f"paired bootstrap resampling ({test['samples']} resamples), score "
+               f"(mean ± 95% CI), baseline {test['baseline']}:")
+    names = {"bleu": "BLEU", "chrf": "chrF", "ter": "TER"}
+    width = max(len(test["baseline"]), len(test["system"]))
+    for key, name in names.items():
+        if key not in test:
+            continue
+        base, system = test[key]["baseline"], test[key]["system"]
+        star = "*" if system["p_value"] <= 0.05 else ""
+        click.echo(f"{name:5} {test['baseline']:{width}}  {base['score']:6.2f} "
+                   f"({base['mean']:.2f} ± {base['ci']:.2f})")
+        click.echo(f"{'':5} {test['system']:{width}}  {system['score']:6.2f} "
+                   f"({system['mean']:.2f} ± {system['ci']:.2f}) (p = {system['p_value']:.4f}){star}")
+        click.echo(f"{'':5} {test[key]['signature']}")

@@ -67,6 +67,33 @@ def score(hypotheses: list[str], references: list[str] | list[list[str]],
     return Scores(exact=100.0 * exact / len(hypotheses), sentences=len(hypotheses), **values)
 
 
+def paired_bootstrap(baseline: tuple[str, list[str]], system: tuple[str, list[str]],
+                     references: list[str] | list[list[str]],
+                     metrics: tuple[str, ...] = DEFAULT_METRICS, samples: int = 1000) -> dict:
+    """sacreBLEU's paired bootstrap resampling (Koehn 2004) of two systems' translations of the
+    same sentences: each system's score, bootstrap mean and 95% confidence interval, and the
+    p-value of the difference (the chance of a difference this large if both systems were the
+    same). Each argument system is (name, hypotheses); the resampling seed is sacreBLEU's."""
+    from sacrebleu.significance import PairedTest
+
+    if not (len(baseline[1]) == len(system[1]) == len(references)):
+        raise UserError(f"paired bootstrap needs as many hypotheses of each system as references "
+                        f"({len(baseline[1])}, {len(system[1])}, {len(references)})")
+    streams = reference_streams([[r] if isinstance(r, str) else list(r) for r in references])
+    test = PairedTest([baseline, system], {name: METRICS[name]() for name in metrics},
+                      references=streams, test_type="bs", n_samples=samples)
+    signatures, results = test()
+    report = {"baseline": baseline[0], "system": system[0], "samples": test.n_samples}
+    for name, key in zip(metrics, signatures):  # sacreBLEU's keys: BLEU, chrF2, TER
+        base, other = results[key]  # numpy floats, made plain for JSON
+        report[name] = {"baseline": {"score": float(base.score), "mean": float(base.mean),
+                                     "ci": float(base.ci)},
+                        "system": {"score": float(other.score), "mean": float(other.mean),
+                                   "ci": float(other.ci), "p_value": float(other.p_value)},
+                        "signature": str(signatures[key])}
+    return report
+
+
 def reference_streams(references: list[list[str]]) -> list[list[str]]:
     """sacreBLEU's layout: stream k holds every sentence's k-th reference ("" where it has fewer)."""
     return [[r[k] if k < len(r) else "" for r in references] for k in range(max(map(len, references)))]
@@ -104,9 +131,15 @@ def evaluate_run(run, split: str, opts, metrics: tuple[str, ...] = DEFAULT_METRI
     if split not in ("train", "validation", "test"):
         raise UserError(f"--split must be train, validation or test, not {split!r}")
     pairs = text_pairs(load_split(run.recipe.data, split), run.recipe.data)
-    results = translate(run, pairs["src"], opts)
-    hypotheses = [r[0].text if r else "" for r in results]
+    hypotheses = best_translations(run, pairs["src"], opts)
     return score(hypotheses, pairs["tgt"], metrics), hypotheses, pairs
+
+
+def best_translations(run, sources: list[str], opts) -> list[str]:
+    """The best translation of each source line ("" for an empty line)."""
+    from s2s.translate import translate
+
+    return [r[0].text if r else "" for r in translate(run, sources, opts)]
 
 
 def evaluate_files(run, src: Path, ref: Path, opts, metrics: tuple[str, ...] = DEFAULT_METRICS):
@@ -114,13 +147,11 @@ def evaluate_files(run, src: Path, ref: Path, opts, metrics: tuple[str, ...] = D
     -> (scores, hypotheses, pairs)."""
     import datasets
 
-    from s2s.translate import translate
-
     sources, references = read_lines(src), read_lines(ref)
     if len(sources) != len(references):
         raise UserError(f"{src} has {len(sources)} lines but {ref} has {len(references)}")
     if not sources:
         raise UserError(f"{src} and {ref} are empty: nothing to evaluate")
-    hypotheses = [r[0].text if r else "" for r in translate(run, sources, opts)]
+    hypotheses = best_translations(run, sources, opts)
     pairs = datasets.Dataset.from_dict({"src": sources, "tgt": references})
     return score(hypotheses, references, metrics), hypotheses, pairs

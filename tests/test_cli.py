@@ -219,3 +219,32 @@ def test_ter_is_reported_with_its_signature(tmp_path):
     assert "bleu" not in json.loads(only.output)
     assert_user_error(run("evaluate", "--hyp", hyp, "--ref", ref, "--metrics", "bleu,meteor"),
                       "meteor")
+
+
+def test_paired_bootstrap_between_two_runs(trained_run, tmp_path):
+    import shutil
+
+    from s2s.checkpoint import set_pointer
+
+    other = tmp_path / "other"
+    shutil.copytree(trained_run, other, symlinks=True)
+    set_pointer(other / "checkpoints", "best", "step-00000060")  # an earlier, weaker model
+    result = run("evaluate", trained_run, "--paired-bootstrap", other, "--metrics",
+                 "bleu,chrf,ter", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert "ter" in report
+    paired = report["paired_bootstrap"]
+    assert paired["baseline"] == str(other) and paired["samples"] == 1000
+    for metric in ("bleu", "chrf", "ter"):
+        base, system = paired[metric]["baseline"], paired[metric]["system"]
+        assert system["score"] == pytest.approx(report[metric], abs=1e-9)
+        assert 0 < system["p_value"] <= 1 and system["ci"] >= 0 and base["ci"] >= 0
+        assert "bs:1000" in paired[metric]["signature"]
+    alone = json.loads(run("evaluate", other, "--metrics", "bleu,chrf,ter", "--json").output)
+    for metric in ("bleu", "chrf", "ter"):
+        assert paired[metric]["baseline"]["score"] == pytest.approx(alone[metric], abs=1e-9)
+    text = run("evaluate", trained_run, "--paired-bootstrap", other).output.splitlines()
+    assert text[-9].startswith("paired bootstrap resampling (1000 resamples)"), text
+    assert text[-8].startswith("BLEU") and str(other) in text[-8] and "±" in text[-8]
+    assert str(trained_run) in text[-7] and "(p = " in text[-7] and "bs:1000" in text[-6]
