@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -123,53 +122,52 @@ def open_for_translation(path: Path, checkpoint: str, device: str, engine: str |
 @cli.command()
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True, help="train, validation or test.")
+@click.option("--src", "src_file", type=click.Path(path_type=Path),
+              help="Translate this file (a sentence per line) with RUN_DIR, score it against --ref.")
 @click.option("--hyp", type=click.Path(path_type=Path), help="Score this file (no model needed) ...")
-@click.option("--src", type=click.Path(path_type=Path), help="... or translate this file with RUN_DIR ...")
-@click.option("--ref", type=click.Path(path_type=Path), help="... and score against this reference file.")
+@click.option("--ref", type=click.Path(path_type=Path), help="... against this reference file.")
 @click.option("--alignments", type=click.Path(path_type=Path),
               help="Gold word alignments for --data (i-j sure, i?j or i-j-P possible): AER.")
 @click.option("--data", "pairs_file", type=click.Path(path_type=Path),
               help="Sentence pairs for --alignments, 'source<TAB>target' per line.")
 @click.option("-o", "--output", "output_file", type=click.Path(path_type=Path), help="Save hypotheses.")
+@click.option("--metrics", "metric_names", default="bleu,chrf", show_default=True,
+              help="sacreBLEU metrics to report, comma-separated: bleu, chrf, ter.")
+@click.option("--paired-bootstrap", "baseline_dir", metavar="OTHER_RUN",
+              type=click.Path(path_type=Path),
+              help="Translate the same sentences with OTHER_RUN (the baseline) and test the "
+                   "difference: sacreBLEU's paired bootstrap resampling (p-value, 95% CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print scores as JSON.")
 @with_options(decode_options)
-def evaluate(run_dir, split, hyp, src, ref, alignments, pairs_file, output_file, as_json, beam,
-             length_penalty, batch_size, max_len, device, checkpoint):
-    """BLEU and chrF (sacreBLEU, with signatures) of a run on a split or on --src vs --ref, or of
-    --hyp vs --ref; alignment error rate against gold alignments with --alignments and --data."""
-    from s2s.cli_io import print_report
+def evaluate(run_dir, split, src_file, hyp, ref, alignments, pairs_file, output_file, metric_names,
+             baseline_dir, as_json, beam, length_penalty, batch_size, max_len, device, checkpoint):
+    """BLEU and chrF (and TER: sacreBLEU, with signatures) of a run on a split or on --src vs
+    --ref, or of --hyp vs --ref; alignment error rate against gold alignments with --alignments
+    and --data."""
+    from s2s.cli_io import check_output_file, print_report
+    from s2s.evaluate import parse_metrics
 
-    if src:
-        from s2s.evaluate import score
-        from s2s.files import atomic_write_text, read_lines
-        from s2s.run import Run
-        from s2s.translate import DecodeOptions, translate as translate_texts
-
-        if not (run_dir and ref) or hyp:
-            raise UserError("--src needs RUN_DIR and --ref (and no --hyp)")
-        sources, references = read_lines(src), read_lines(ref)
-        if len(sources) != len(references):
-            raise UserError(f"{src} has {len(sources)} lines but {ref} has {len(references)}")
-        run = Run.open(run_dir, checkpoint, device)
-        opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty,
-                                      batch_size=batch_size, max_len=max_len)
-        hyps = [r[0].text if r else "" for r in translate_texts(run, sources, opts)]
-        if output_file:
-            atomic_write_text(output_file, "".join(h + "\n" for h in hyps))
-        return print_report({"data": f"{run_dir} ({run.checkpoint.name}) on {src}, beam {opts.beam}",
-                             **score(hyps, references).as_dict()}, as_json)
-    if hyp or ref:
+    metrics = parse_metrics(metric_names)
+    if output_file:
+        check_output_file(output_file)
+    if hyp or (ref and not src_file):
         from s2s.evaluate import score_files
 
         if not (hyp and ref):
-            raise UserError("--hyp and --ref go together")
-        return print_report({"data": f"{hyp} vs {ref}", **score_files(hyp, ref).as_dict()}, as_json)
+            raise UserError("--hyp and --ref go together (or --src and --ref, with a RUN_DIR)")
+        if src_file or baseline_dir:
+            raise UserError("--hyp scores a translation as it is; --src and --paired-bootstrap "
+                            "translate with a RUN_DIR: use one or the other")
+        return print_report({"data": f"{hyp} vs {ref}", **score_files(hyp, ref, metrics).as_dict()},
+                            as_json)
+    if src_file and not ref:
+        raise UserError("--src and --ref go together")
     if run_dir is None:
         raise UserError("give a RUN_DIR, or --hyp FILE --ref FILE")
     from s2s.files import atomic_write_text
     from s2s.run import Run
     from s2s.tasks import task_of
-    from s2s.tasks.translation import score_gold_alignments
+    from s2s.tasks.translation import read_parallel_files, score_gold_alignments
     from s2s.translate import DecodeOptions
 
     run = Run.open(run_dir, checkpoint, device)
@@ -178,14 +176,19 @@ def evaluate(run_dir, split, hyp, src, ref, alignments, pairs_file, output_file,
             raise UserError("--alignments and --data go together")
         report = score_gold_alignments(run, pairs_file, alignments)
         return print_report({"data": f"{pairs_file} with {alignments}", **report}, as_json)
-    opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty,
-                                  batch_size=batch_size, max_len=max_len)
     if split not in ("train", "validation", "test"):
         raise UserError(f"--split must be train, validation or test, not {split!r}")
-    report, hyps = task_of(run.recipe).evaluate(run, split, opts)
+    decoding = dict(beam=beam, length_penalty=length_penalty, batch_size=batch_size, max_len=max_len)
+    opts = DecodeOptions.from_run(run, **decoding)
+    pairs = read_parallel_files(src_file, ref) if src_file else None
+    baseline = None
+    if baseline_dir:
+        other = Run.open(baseline_dir, "best", device)
+        baseline = (str(baseline_dir), other, DecodeOptions.from_run(other, **decoding))
+    report, hyps = task_of(run.recipe).evaluate(run, split, opts, metrics, pairs, baseline)
     if output_file:
         atomic_write_text(output_file, "".join(h + "\n" for h in hyps))
-    where = f"{run_dir} ({run.checkpoint.name}) on {split}, beam {opts.beam}"
+    where = f"{run_dir} ({run.checkpoint.name}) on {src_file or split}, beam {opts.beam}"
     print_report({"data": where, **report}, as_json)
 
 

@@ -7,6 +7,7 @@ is flushed after every batch, so a pipeline sees results as they come.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
@@ -43,12 +44,23 @@ def input_lines(texts: tuple[str, ...], path: Path | None) -> tuple[Iterable[str
     return decode_lines(sys.stdin.buffer, "stdin"), sys.stdin.isatty()
 
 
+def check_output_file(path: Path) -> None:
+    """Refuse an output path that cannot be written before any work is done."""
+    if path.is_dir():
+        raise UserError(f"output {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"cannot write {path}: directory {path.parent} is not writable")
+
+
 @contextlib.contextmanager
 def output_stream(path: Path | None):
     """stdout, or a file written under a temporary name and renamed when complete."""
     if path is None:
         yield sys.stdout
         return
+    check_output_file(path)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         yield f
 
@@ -89,10 +101,13 @@ def print_report(report: dict, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     click.echo(report["data"] + (f": {report['sentences']} sentences" if "sentences" in report else ""))
-    if "bleu" in report:
-        click.echo(f"BLEU  {report['bleu']:6.2f}  {report['bleu_signature']}")
-        click.echo(f"chrF  {report['chrf']:6.2f}  {report['chrf_signature']}")
+    for key, name in (("bleu", "BLEU "), ("chrf", "chrF "), ("ter", "TER  ")):
+        if key in report:
+            click.echo(f"{name} {report[key]:6.2f}  {report[f'{key}_signature']}")
+    if "exact" in report:
         click.echo(f"exact {report['exact']:6.2f}%")
+    if "paired_bootstrap" in report:
+        print_paired_bootstrap(report["paired_bootstrap"])
     if "bleu4" in report:
         click.echo("  ".join(f"BLEU-{n} {report[f'bleu{n}']:.2f}" for n in range(1, 5)))
     if "localisation" in report:
@@ -111,3 +126,24 @@ def print_report(report: dict, as_json: bool) -> None:
         click.echo(f"attention: entropy {a['mean_entropy']:.2f} nats/token, source tokens with "
                    f"coverage < 0.2: {100 * a['low_coverage_share']:.1f}%, "
                    f"> 2: {100 * a['high_coverage_share']:.1f}%")
+
+
+def print_paired_bootstrap(test: dict) -> None:
+    """Both systems' scores as sacreBLEU prints them: score (bootstrap mean ± 95% CI), and the
+    p-value of the difference, starred below 0.05."""
+    import click
+
+    click.echo(f"paired bootstrap resampling ({test['samples']} resamples), score "
+               f"(mean ± 95% CI), baseline {test['baseline']}:")
+    names = {"bleu": "BLEU", "chrf": "chrF", "ter": "TER"}
+    width = max(len(test["baseline"]), len(test["system"]))
+    for key, name in names.items():
+        if key not in test:
+            continue
+        base, system = test[key]["baseline"], test[key]["system"]
+        star = "*" if system["p_value"] <= 0.05 else ""
+        click.echo(f"{name:5} {test['baseline']:{width}}  {base['score']:6.2f} "
+                   f"({base['mean']:.2f} ± {base['ci']:.2f})")
+        click.echo(f"{'':5} {test['system']:{width}}  {system['score']:6.2f} "
+                   f"({system['mean']:.2f} ± {system['ci']:.2f}) (p = {system['p_value']:.4f}){star}")
+        click.echo(f"{'':5} {test[key]['signature']}")

@@ -69,16 +69,16 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     try:
         yield tmp
         readable(tmp, directory=True)
-        old = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old."))
-            os.replace(final, old / final.name)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    old = None
+    if final.exists():  # a kill from here on leaves temp entries that s2s sweeps or puts back
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old."))
+        os.replace(final, old / final.name)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_lines(path: Path) -> list[str]:

@@ -68,7 +68,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 smoothing: float, want_grads: bool) -> Tensor:
         hidden, weight = hidden.float(), weight.float()
         bias = bias.float() if bias is not None else None
-        vocab, uniform = weight.size(0), smoothing / weight.size(0)
+        uniform = smoothing / weight.size(0)
         weight_sum = weight.sum(0)  # (D,)
         row_sums = hidden @ weight_sum + (bias.sum() if bias is not None else 0.0)  # (N,) sum_j x_j
         total = hidden.new_zeros((), dtype=torch.float64)

@@ -27,7 +27,7 @@ from s2s.files import atomic_write_text
 from s2s.models import MODELS
 from s2s.recipe_files import find_recipe, read_yaml
 from s2s.registry import did_you_mean
-from s2s.typed import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+from s2s.typed import (NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                        Probability, Range)
 
 
@@ -69,6 +69,8 @@ class TokenizerConfig:
     joint: bool = True  # one vocabulary for source and target (needed to share embeddings)
     character_coverage: Annotated[float, Range(low=0, high=1, open_low=True)] = 1.0
     max_sentences: PositiveInt = 1_000_000  # sentences sampled to train SentencePiece
+    model: str | None = None  # an existing SentencePiece .model to use (joint, or the source side)
+    tgt_model: str | None = None  # with joint: false, the target side's existing .model
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,14 @@ def check_recipe(recipe: Recipe) -> None:
                         f"as large (it is {t.max_steps})")
     if t.self_critical_from and recipe.task != "captioning":
         raise UserError("train.self_critical_from applies to captioning recipes only")
+    if tok.tgt_model and not tok.model:
+        raise UserError("tokenizer.tgt_model needs tokenizer.model (the source side) too")
+    if tok.joint and tok.tgt_model:
+        raise UserError("tokenizer.tgt_model needs tokenizer.joint: false "
+                        "(a joint vocabulary is one model: tokenizer.model)")
+    if tok.model and not tok.joint and not tok.tgt_model:
+        raise UserError("tokenizer.joint is false: set tokenizer.tgt_model to the target "
+                        "side's model too, or use joint: true")
     if getattr(m, "share_embeddings", False) and not tok.joint:
         raise UserError("model.share_embeddings needs a joint vocabulary (tokenizer.joint: true)")
     if getattr(m, "bidirectional", False) and m.hidden_dim % 2:

@@ -48,6 +48,9 @@ def read_yaml(path: Path) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and start is not None and mark is not None:
+            problem += f" ({context} from line {start.line + 1})"
         raise UserError(f"recipe {path}{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise UserError(f"recipe {path} must be a YAML mapping of sections")

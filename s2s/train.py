@@ -5,14 +5,15 @@ task (through `s2s.prepare`) for the tokenizer and the data; it owns only the or
 
 Everything that decides what happens next is saved with each checkpoint (step, epoch, position in
 the epoch's batch order, optimiser, learning-rate scale, RNG, best score, elapsed time), so
-`--resume` continues as if the run had never stopped. Ctrl-C (or SIGTERM) saves and exits.
+`--resume` continues as if the run had never stopped. Ctrl-C (or SIGTERM) stops the run at the
+next step boundary, saves and exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import shutil
 import signal
 import sys
 import time
@@ -24,10 +25,11 @@ import torch
 from tqdm import tqdm
 
 from s2s import distributed as dist
-from s2s.checkpoint import (load_trainer_state, load_weights, prune_checkpoints, resolve_checkpoint,
-                            save_checkpoint, set_pointer)
+from s2s.checkpoint import (has_checkpoints, load_trainer_state, load_weights, prune_checkpoints,
+                            remove_stale_temps, resolve_checkpoint, save_checkpoint, set_pointer)
 from s2s.data.batching import token_batches
 from s2s.errors import UserError
+from s2s.files import atomic_write_text
 from s2s.evaluate import Scores, score
 from s2s.models import build_model
 from s2s.objectives import CrossEntropy, SelfCriticalObjective, TokenLoss, batch_loss, self_critical_at
@@ -36,6 +38,7 @@ from s2s.recipe import (Recipe, TrainConfig, apply_overrides, load_recipe, recip
                         recipe_to_dict, save_recipe)
 from s2s.run import (CHECKPOINT_DIR, METRICS_FILE, RECIPE_FILE, autocast, load_run_recipe,
                      pick_device, resolve_precision)
+from s2s.rundir import RunLock, clear_run_dir
 from s2s.search import decode, max_lengths
 from s2s.tasks import task_of
 from s2s.tensorboard_log import TensorBoardLog
@@ -80,6 +83,7 @@ class Progress:
     best: float | None = None
     bad_evals: int = 0
     lr_scale: float = 1.0
+    validated: int = 0  # the step of the last validation (a finished run has validated its last)
 
 
 class Trainer:
@@ -129,6 +133,9 @@ class Trainer:
         torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda_rng"])
+        self._saved_step = self.progress.step
+        if dist.is_main():
+            keep_metrics_until(self.run_dir / METRICS_FILE, self.progress.step)
         self.log(f"resumed from {where} (step {self.progress.step}, epoch {self.progress.epoch})")
 
     # -- the loop --------------------------------------------------------------------------------
@@ -151,6 +158,10 @@ class Trainer:
 
     def train(self) -> None:
         p = self.progress
+        if self.finished() and p.validated == p.step:
+            self.log(f"{self.run_dir} is already finished (step {p.step}, epoch {p.epoch}); nothing "
+                     "to do (raise train.max_steps, max_epochs or max_minutes with --set to go on)")
+            return
         bar = self._progress_bar()
         if p.step == 0:
             p.elapsed = time.monotonic() - self.created
@@ -181,14 +192,19 @@ class Trainer:
                     p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                     if not self.cfg.eval_every:
                         self.validate_and_save()
-            if dist.from_main(self._saved_step != p.step):  # rank 0 alone knows what it saved
+            if p.validated != p.step:
                 self.validate_and_save()
-        except KeyboardInterrupt:
+        except StopRequested:
             bar.close()
-            if dist.is_main():
+            if dist.is_main() and self._saved_step != p.step:
                 self.save()
             self.log(f"\ninterrupted at step {p.step}: checkpoint saved; continue with "
                      f"`s2s train {self.run_dir} --resume`")
+            raise SystemExit(130) from None
+        except KeyboardInterrupt:  # a second Ctrl-C: the step may be half done, so no saving
+            bar.close()
+            self.log(f"\nstopped at once, without saving; `s2s train {self.run_dir} --resume` "
+                     "continues from the last checkpoint")
             raise SystemExit(130) from None
         finally:
             stop.restore()
@@ -244,6 +260,7 @@ class Trainer:
             if not self._ranks_checked:
                 self.log(f"parameters identical on {dist.world_size()} ranks")
                 self._ranks_checked = True
+        self.progress.validated = self.progress.step
         if dist.is_main():
             self._validate_and_save()
         p = self.progress
@@ -310,46 +327,91 @@ class Trainer:
                 self.tensorboard.write(record)
 
 
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drop the lines a resumed run will write again (and a half line a kill left), atomically:
+    a reader of metrics.jsonl sees each step once, in order."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if line.endswith("\n") and record.get("step", 0) <= step:
+            kept.append(line)
+    if kept != lines:
+        atomic_write_text(path, "".join(kept))
+
+
+class StopRequested(Exception):
+    """Raised at a step boundary after Ctrl-C or SIGTERM: the state is whole, save it."""
+
+
 class _StopOnSignal:
-    """Turn SIGTERM into KeyboardInterrupt at a safe point, so a killed job still saves."""
+    """Turn Ctrl-C (SIGINT) and SIGTERM into a request to stop at the next step boundary.
+
+    A signal handled where it lands (inside a step, inside the optimiser) would leave a state
+    that is half updated, and a resumed run would diverge. The first signal only sets a flag,
+    checked between steps, then saved from; a second one gets the default handling back and
+    stops at once (without saving).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self.previous = signal.getsignal(signal.SIGTERM)
+        self.previous = {}
         try:
-            signal.signal(signal.SIGTERM, lambda *_: setattr(self, "requested", True))
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread
-            self.previous = None
+            self.restore()
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signum, self.previous[signum])
 
     def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
+        """At a step boundary: stop if any rank was asked to (all ranks stop together)."""
+        if dist.any_rank(self.requested):
+            raise StopRequested
 
     def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+
+def check_resumable(run_dir: Path) -> None:
+    if not (run_dir / CHECKPOINT_DIR / "last").exists():
+        raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last)")
 
 
 def prepare_run(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool) -> Recipe:
     """Create (or check) the run directory and save the recipe the run goes on with.
 
     On resume that is the saved recipe plus this call's overrides: a later resume, `evaluate`
-    or `translate` sees the limits and settings the run really had.
+    or `translate` sees the limits and settings the run really had. Called with the run
+    directory locked.
     """
     ckpts = run_dir / CHECKPOINT_DIR
+    if dist.is_main():
+        remove_stale_temps(ckpts)
+    dist.barrier()
     if resume:
-        if not (ckpts / "last").exists():
-            raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last)")
+        check_resumable(run_dir)
         if dist.is_main():
             save_recipe(recipe, run_dir / RECIPE_FILE)
         return recipe
-    if ckpts.exists() and any(ckpts.iterdir()):
+    if has_checkpoints(ckpts):
         if not overwrite:
             raise UserError(f"{run_dir} already holds a trained run; use --resume to continue it, "
                             "--overwrite to start again, or --run-dir for a new directory")
     if dist.is_main():
         if overwrite and run_dir.exists():
-            shutil.rmtree(run_dir)
+            clear_run_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, run_dir / RECIPE_FILE)
     dist.barrier()
@@ -374,11 +436,33 @@ def resolve_recipe(name: str, overrides, run_dir: Path | None, resume: bool) -> 
     return recipe, run_dir
 
 
+@contextlib.contextmanager
+def exclusive(run_dir: Path):
+    """Hold the run directory's lock for the whole run (rank 0 holds it for every rank)."""
+    lock, refused = None, None
+    if dist.is_main():
+        try:
+            lock = RunLock.acquire(run_dir)
+        except UserError as e:
+            refused = str(e)
+    refused = dist.from_main(refused)
+    if refused:
+        raise UserError(refused)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def train(recipe: Recipe, run_dir: Path, device: str = "auto", resume: bool = False,
           overwrite: bool = False, log=say) -> Trainer:
     """Train `recipe` into `run_dir` (a library entry point; `s2s train` is a thin shell on it)."""
     run_dir = Path(run_dir)
-    prepare_run(recipe, run_dir, resume, overwrite)
-    trainer = Trainer(recipe, run_dir, device, resume, log if dist.is_main() else (lambda *a: None))
-    trainer.train()
+    if resume and not run_dir.is_dir():
+        check_resumable(run_dir)  # before the lock creates the directory
+    with exclusive(run_dir):
+        prepare_run(recipe, run_dir, resume, overwrite)
+        trainer = Trainer(recipe, run_dir, device, resume, log if dist.is_main() else (lambda *a: None))
+        trainer.train()
     return trainer

@@ -233,3 +233,42 @@ def test_bad_images_are_user_errors(shapes_run, pictures):
         assert result.exit_code == 2 and message in result.output and str(bad.name) in result.output
     result = runner.invoke(cli, ["inspect", str(shapes_run), str(text_file)])
     assert result.exit_code == 2 and "-o FILE.png" in result.output
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory):
+    """Small PNG files that decode to 225 and 100 megapixels (over Pillow's two limits)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("bombs")
+    Image.new("1", (15000, 15000)).save(folder / "bomb.png")  # DecompressionBombError
+    Image.new("1", (10000, 10000)).save(folder / "big.png")  # DecompressionBombWarning
+    return folder / "bomb.png", folder / "big.png"
+
+
+def test_a_decompression_bomb_is_one_line_naming_the_file(shapes_run, bombs):
+    for bomb in bombs:
+        result = CliRunner().invoke(cli, ["caption", str(shapes_run), str(bomb)])
+        errors = [x for x in result.output.splitlines() if x.startswith("error:")]
+        assert result.exit_code == 2, result.output
+        assert len(errors) == 1 and bomb.name in errors[0] and "pixels" in errors[0], result.output
+
+
+def test_a_decompression_bomb_in_a_dataset_is_one_line_naming_the_file(tmp_path, bombs):
+    from s2s.data.captions import CaptionSplit
+    from s2s.data.corpus import load_split
+    from s2s.data.tokenizer import Tokenizer
+    from s2s.errors import UserError
+    from s2s.recipe import DataConfig, TokenizerConfig
+
+    root = image_folder(tmp_path / "data", ["red", "blue"])
+    shutil.copy(bombs[0], root / "train" / "1.png")
+    cfg = DataConfig(path=str(root), src="image", tgt="captions")
+    tok = Tokenizer.train(TokenizerConfig(type="word", vocab_size=12), [],
+                          ["a red square", "a blue square"], tmp_path / "tok")
+    model = Captioner(CaptionerConfig(encoder=CNNEncoderConfig(image_size=16, channels=(4,)),
+                                      decoder=RNN), 12, tok.tgt_vocab_size)
+    split = CaptionSplit(load_split(cfg, "train"), cfg, tok, model, tmp_path / "cache", "train")
+    split.batch(np.array([0]))
+    with pytest.raises(UserError, match=r"1\.png.*pixels"):
+        split.batch(np.array([1]))

@@ -137,3 +137,114 @@ def test_average_checkpoints(trained_run):
         torch.testing.assert_close(avg[key], (a[key] + b[key]) / 2)
     assert run("translate", trained_run, "--checkpoint", "average-last2", "4 July 1998").exit_code == 0
     assert_user_error(run("average", trained_run, "--last", "50"), "cannot average the last 50")
+
+
+@pytest.mark.parametrize("name", ["../../victim", "VICTIM", "sub/dir", "..", ".hidden",
+                                  "last", "best", "step-00000120"])
+def test_average_name_is_a_plain_new_checkpoint_name(trained_run, tmp_path, name):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir, symlinks=True)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    name = str(victim) if name == "VICTIM" else name
+    ckpts = run_dir / "checkpoints"
+    before = {p.name: (p.is_symlink() and p.resolve().name) for p in ckpts.iterdir()}
+    steps = {p.name: sorted(q.name for q in p.iterdir()) for p in ckpts.glob("step-*")}
+    assert_user_error(run("average", run_dir, "--last", "2", "--name", name), "--name")
+    assert (victim / "precious.txt").read_text() == "keep me"
+    assert {p.name: (p.is_symlink() and p.resolve().name) for p in ckpts.iterdir()} == before
+    assert {p.name: sorted(q.name for q in p.iterdir()) for p in ckpts.glob("step-*")} == steps
+
+
+def test_output_file_mistakes(trained_run, tmp_path):
+    missing = tmp_path / "no" / "such" / "dir" / "out.txt"
+    assert_user_error(run("translate", trained_run, "4 July 1998", "-o", missing), str(missing.parent))
+    assert_user_error(run("translate", trained_run, "4 July 1998", "-o", tmp_path), "is a directory")
+    assert_user_error(run("evaluate", trained_run, "--split", "test", "-o", tmp_path),
+                      "is a directory")
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_scoring_empty_files_is_one_line(tmp_path):
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    hyp.write_text("")
+    ref.write_text("")
+    assert_user_error(run("evaluate", "--hyp", hyp, "--ref", ref), "hyp.txt")
+
+
+@pytest.fixture(scope="module")
+def external_test_set(trained_run, tmp_path_factory):
+    """Twenty sentence pairs of the run's test split, as plain text files."""
+    from s2s.data.corpus import load_split, text_pairs
+    from s2s.run import load_run_recipe
+
+    data = load_run_recipe(trained_run).data
+    pairs = text_pairs(load_split(data, "test"), data)[:20]
+    folder = tmp_path_factory.mktemp("external")
+    (folder / "src.txt").write_text("".join(s + "\n" for s in pairs["src"]), encoding="utf-8")
+    (folder / "ref.txt").write_text("".join(t + "\n" for t in pairs["tgt"]), encoding="utf-8")
+    return folder / "src.txt", folder / "ref.txt"
+
+
+def test_evaluate_translates_an_external_test_set(trained_run, external_test_set, tmp_path):
+    src, ref = external_test_set
+    result = run("evaluate", trained_run, "--src", src, "--ref", ref, "--beam", "1", "--json")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert scores["sentences"] == 20 and str(src) in scores["data"]
+    hyp = tmp_path / "hyp.txt"
+    assert run("translate", trained_run, "-i", src, "-o", hyp, "--beam", "1").exit_code == 0
+    same = json.loads(run("evaluate", "--hyp", hyp, "--ref", ref, "--json").output)
+    assert scores["bleu"] == same["bleu"] and scores["chrf"] == same["chrf"]
+    short = tmp_path / "short.txt"
+    short.write_text("".join(ref.read_text().splitlines(keepends=True)[:19]))
+    assert_user_error(run("evaluate", trained_run, "--src", src, "--ref", short),
+                      f"{src} has 20 lines but {short} has 19")
+    assert_user_error(run("evaluate", trained_run, "--src", src), "--src and --ref go together")
+
+
+def test_ter_is_reported_with_its_signature(tmp_path):
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    hyp.write_text("a cat sat on the mat\nhello world\n")
+    ref.write_text("a cat sat on the mat\nhello there world\n")
+    result = run("evaluate", "--hyp", hyp, "--ref", ref, "--metrics", "bleu,chrf,ter")
+    assert result.exit_code == 0, result.output
+    ter = [x for x in result.output.splitlines() if x.startswith("TER")]
+    assert len(ter) == 1 and "11.11" in ter[0] and "tok:tercom" in ter[0], result.output
+    only = run("evaluate", "--hyp", hyp, "--ref", ref, "--metrics", "ter", "--json")
+    assert {"ter", "ter_signature"} <= json.loads(only.output).keys()
+    assert "bleu" not in json.loads(only.output)
+    assert_user_error(run("evaluate", "--hyp", hyp, "--ref", ref, "--metrics", "bleu,meteor"),
+                      "meteor")
+
+
+def test_paired_bootstrap_between_two_runs(trained_run, tmp_path):
+    import shutil
+
+    from s2s.checkpoint import set_pointer
+
+    other = tmp_path / "other"
+    shutil.copytree(trained_run, other, symlinks=True)
+    set_pointer(other / "checkpoints", "best", "step-00000060")  # an earlier, weaker model
+    result = run("evaluate", trained_run, "--paired-bootstrap", other, "--metrics",
+                 "bleu,chrf,ter", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert "ter" in report
+    paired = report["paired_bootstrap"]
+    assert paired["baseline"] == str(other) and paired["samples"] == 1000
+    for metric in ("bleu", "chrf", "ter"):
+        base, system = paired[metric]["baseline"], paired[metric]["system"]
+        assert system["score"] == pytest.approx(report[metric], abs=1e-9)
+        assert 0 < system["p_value"] <= 1 and system["ci"] >= 0 and base["ci"] >= 0
+        assert "bs:1000" in paired[metric]["signature"]
+    alone = json.loads(run("evaluate", other, "--metrics", "bleu,chrf,ter", "--json").output)
+    for metric in ("bleu", "chrf", "ter"):
+        assert paired[metric]["baseline"]["score"] == pytest.approx(alone[metric], abs=1e-9)
+    text = run("evaluate", trained_run, "--paired-bootstrap", other).output.splitlines()
+    assert text[-9].startswith("paired bootstrap resampling (1000 resamples)"), text
+    assert text[-8].startswith("BLEU") and str(other) in text[-8] and "±" in text[-8]
+    assert str(trained_run) in text[-7] and "(p = " in text[-7] and "bs:1000" in text[-6]

@@ -108,3 +108,118 @@ def test_unbucketed_batches_sample_every_length():
     assert mixed and all(mixed)
     bucketed = token_batches(src, tgt, rows, batch_tokens=600, rng=np.random.default_rng(0))
     assert sum(len(np.unique(tgt[b])) > 1 for b in bucketed) <= 2  # only at the two boundaries
+
+
+def test_pairs_without_a_source_or_target_are_dropped_and_counted(tmp_path):
+    """A JSON null, a missing key or an empty CSV field: left out of every split, and the
+    trainer says how many it left out."""
+    import csv
+
+    from s2s.recipe import recipe_from_dict
+    from s2s.run import Run
+    from s2s.tasks import task_of
+    from s2s.train import train
+    from s2s.translate import DecodeOptions
+    from conftest import TINY
+
+    rows = [{"de": f"{i} Hunde", "en": f"{i} dogs"} for i in range(1, 40)]
+    holes = rows + [{"de": None, "en": "no source"}, {"en": "no source key"},
+                    {"de": "kein Ziel", "en": None}]
+    write_jsonl(tmp_path / "train.jsonl", holes)
+    write_jsonl(tmp_path / "test.jsonl", holes)
+    with open(tmp_path / "validation.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["de", "en"])
+        writer.writeheader()
+        writer.writerows(rows[:10] + [{"de": "", "en": "empty source field"}])
+    recipe = recipe_from_dict({**TINY, "name": "holes", "data": {"path": str(tmp_path),
+                                                                  "src": "de", "tgt": "en"},
+                               "train": {**TINY["train"], "max_steps": 2, "eval_every": 2}})
+    log = []
+    train(recipe, tmp_path / "run", device="cpu", log=log.append)
+    line = next(x for x in log if x.startswith("data "))
+    assert "39 training examples (3 dropped: no source or target)" in line, line
+    assert "10 validation examples (1 dropped: no source or target)" in line, line
+    run = Run.open(tmp_path / "run", device="cpu")
+    report, hyps = task_of(run.recipe).evaluate(run, "test", DecodeOptions(beam=1))
+    assert report["sentences"] == len(hyps) == 39
+
+
+TSV_ROWS = [('ein "Hund", 1', 'a "dog", 1'), ("NA", "null"), ("1998", "1998"), ("", "empty source")]
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_tsv_is_tab_separated_with_or_without_a_header(tmp_path, header):
+    """Commas and quotes are text in a TSV file; so are 'NA' and numbers."""
+    lines = ["de\ten"] if header else []
+    lines += [f"{s}\t{t}" for s, t in TSV_ROWS]
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = DataConfig(path=str(tmp_path), src="de", tgt="en")
+    pairs = text_pairs(load_split(cfg, "train"), cfg)
+    assert list(zip(pairs["src"], pairs["tgt"])) == TSV_ROWS
+
+
+def test_a_headerless_tsv_needs_two_columns(tmp_path):
+    (tmp_path / "train.tsv").write_text("a\tb\tc\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"train\.tsv.*3 tab-separated fields"):
+        load_split(DataConfig(path=str(tmp_path), src="de", tgt="en"), "train")
+
+
+def test_parallel_text_files(tmp_path):
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.de").write_text("ein Hund\n\n\"zwei\", Hunde\n", encoding="utf-8")
+        (tmp_path / f"{split}.en").write_text("a dog\nempty source\n\"two\", dogs\n", encoding="utf-8")
+    cfg = DataConfig(path=str(tmp_path), src="de", tgt="en")
+    pairs = text_pairs(load_split(cfg, "validation"), cfg)
+    assert list(zip(pairs["src"], pairs["tgt"])) == [
+        ("ein Hund", "a dog"), ("", "empty source"), ('"zwei", Hunde', '"two", dogs')]
+    (tmp_path / "train.en").write_text("a dog\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"train\.de has 3 lines but .*train\.en has 1"):
+        load_split(cfg, "train")
+    (tmp_path / "train.en").unlink()
+    with pytest.raises(UserError, match=r"train\.en"):
+        load_split(cfg, "train")
+
+
+def spm_model(path, texts, **ids):
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(path),
+                                   model_type="char", vocab_size=40, hard_vocab_limit=False,
+                                   minloglevel=2, **ids)
+    return path.with_suffix(".model")
+
+
+S2S_IDS = dict(pad_id=0, unk_id=1, bos_id=2, eos_id=3)
+
+
+def test_an_existing_sentencepiece_model_is_reused(tmp_path):
+    from conftest import TINY
+
+    from s2s.recipe import recipe_from_dict
+    from s2s.train import Trainer
+
+    texts = ["4 July 1998", "1998-07-04", "le 1er juillet 2003", "12/25/99"] * 20
+    mine = spm_model(tmp_path / "mine", texts, **S2S_IDS)
+    recipe = lambda tok: recipe_from_dict({  # noqa: E731
+        **TINY, "name": "t", "tokenizer": tok,
+        "model": {**TINY["model"], "share_embeddings": tok.get("joint", True)}})
+    log = []
+    Trainer(recipe({"model": str(mine)}), tmp_path / "joint", device="cpu", log=log.append)
+    assert (tmp_path / "joint" / "tokenizer" / "joint.model").read_bytes() == mine.read_bytes()
+    assert not any("training" in line and "tokenizer" in line for line in log), log
+
+    other = spm_model(tmp_path / "other", texts[:40], **S2S_IDS)
+    trainer = Trainer(recipe({"model": str(mine), "tgt_model": str(other), "joint": False}),
+                      tmp_path / "separate", device="cpu", log=log.append)
+    folder = tmp_path / "separate" / "tokenizer"
+    assert (folder / "src.model").read_bytes() == mine.read_bytes()
+    assert (folder / "tgt.model").read_bytes() == other.read_bytes()
+    assert not trainer.tokenizer.joint
+
+    default_ids = spm_model(tmp_path / "default", texts)  # unk=0, bos=1, eos=2, no pad
+    with pytest.raises(UserError, match=r"default\.model.*--pad_id=0 --unk_id=1 --bos_id=2 --eos_id=3"):
+        Trainer(recipe({"model": str(default_ids)}), tmp_path / "bad", device="cpu")
+    with pytest.raises(UserError, match="missing.model"):
+        Trainer(recipe({"model": str(tmp_path / "missing.model")}), tmp_path / "gone", device="cpu")
+    with pytest.raises(UserError, match="tokenizer.tgt_model"):  # when the recipe is loaded
+        recipe({"model": str(mine), "joint": False})

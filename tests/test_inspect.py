@@ -2,7 +2,6 @@
 `inspect` views and exports, `translate --align`, `evaluate --alignments`, and their mistakes."""
 
 import json
-import re
 
 import numpy as np
 import pytest

@@ -82,3 +82,17 @@ def test_new_mechanism_settings_are_typed_like_every_other_key():
         load_recipe("dates-rnn-bahdanau", ["model.attention={type: local_p, window: 0}"])
     with pytest.raises(UserError, match="unknown recipe key 'model.attention.window'"):
         load_recipe("dates-rnn-bahdanau", ["model.attention={type: additive, window: 3}"])
+
+
+@pytest.mark.parametrize("text, line, column", [
+    ("data:\n  dataset: dates\n  sizes: {train: 10\nmodel:\n  arch: rnn\n", 4, 6),
+    ("data:\n  dataset: dates\n model: x\n", 3, 2),
+    ("train:\n  lr: [0.1\n", 3, 1),
+])
+def test_yaml_syntax_errors_name_the_file_line_and_column(tmp_path, text, line, column):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as error:
+        load_recipe(str(path))
+    message = str(error.value)
+    assert f"{path}, line {line}, column {column}:" in message and "\n" not in message, message

@@ -1,6 +1,13 @@
 """Training: the loss goes down, checkpoints are atomic, and a resumed run is the same run."""
 
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,8 +78,8 @@ def test_ctrl_c_saves_and_resume_continues_exactly(straight_run, tmp_path, monke
     original = Trainer.train_step
 
     def interrupted(self, group):
-        if self.progress.step == 7:
-            raise KeyboardInterrupt
+        if self.progress.step == 6:  # Ctrl-C during step 7: the run stops after it
+            os.kill(os.getpid(), signal.SIGINT)
         return original(self, group)
 
     monkeypatch.setattr(Trainer, "train_step", interrupted)
@@ -150,3 +157,251 @@ def test_auto_precision_follows_torchs_amx_detection(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     assert resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("fp32", cpu) == "fp32"
+
+
+
+# -- the run directory under several processes -----------------------------------------------
+
+
+def start_trainer(recipe, run_dir, *args):
+    """`s2s train` in a child process (with this one's threads, so results are comparable)."""
+    return subprocess.Popen([sys.executable, "-m", "s2s", "train", str(recipe), "--run-dir",
+                             str(run_dir), "--device", "cpu", *args],
+                            env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
+                            text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_until(condition, proc, timeout=60.0):
+    """Poll `condition` while `proc` runs; False if it ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail("timed out waiting for the trainer")
+
+
+def metric_lines(run_dir):
+    path = run_dir / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_one_trainer_per_run_directory(tmp_path):
+    from conftest import TINY, write_recipe
+
+    recipe, run_dir = write_recipe(tmp_path / "tiny.yaml", TINY), tmp_path / "run"
+    first = start_trainer(recipe, run_dir, "--set", "train.max_steps=100000")
+    try:
+        assert wait_until(lambda: (run_dir / "recipe.yaml").exists(), first), first.communicate()
+        first.send_signal(signal.SIGSTOP)  # paused, it holds the lock and leaves the CPU free
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            second = subprocess.run([sys.executable, "-m", "s2s", "train", str(recipe), "--run-dir",
+                                     str(run_dir), "--device", "cpu", "--set", "train.max_steps=2",
+                                     *extra], capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2, (extra, second.stdout, second.stderr)
+            assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+        assert first.poll() is None  # the first one is untouched, and so is its directory
+        assert (run_dir / "recipe.yaml").exists()
+    finally:
+        first.kill()  # SIGKILL: no clean-up code runs
+        first.communicate()
+    assert first.returncode == -signal.SIGKILL
+    # the kernel dropped the dead process's lock: the next run is not blocked
+    train(load_recipe(str(recipe), ["train.max_steps=2", "train.eval_every=2"]), run_dir,
+          overwrite=True, **QUIET)
+    assert (run_dir / "checkpoints" / "last").resolve().name == "step-00000002"
+
+
+def test_ctrl_c_at_any_moment_then_resume_is_the_same_run(straight_run, tmp_path):
+    """SIGINT lands wherever it lands (inside a step, inside the optimiser); the run stops at the
+    next step boundary, and --resume continues bit for bit."""
+    reference, recipe = straight_run
+    run_dir, sets = tmp_path / "run", [a for s in STEPS for a in ("--set", s)]
+    moments = []
+    for attempt in range(3):
+        proc = start_trainer(recipe, run_dir, *sets, *(["--resume"] if attempt else []))
+        lines_before, more = metric_lines(run_dir), random.randint(1, 3)
+        if not wait_until(lambda: metric_lines(run_dir) >= lines_before + more, proc):
+            break  # finished before the signal
+        time.sleep(random.uniform(0.0, 0.1))
+        moments.append((metric_lines(run_dir), more))
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode in (0, 130), err
+        assert "Traceback" not in err, err
+        if proc.returncode == 0:
+            break
+    assert moments, "the run ended before any signal"
+    final = start_trainer(recipe, run_dir, *sets, "--resume")
+    out, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err
+    assert train_losses(run_dir) == train_losses(reference), moments
+    wa, wb = final_weights(reference), final_weights(run_dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), moments
+
+
+def test_a_second_ctrl_c_stops_at_once():
+    from s2s.train import _StopOnSignal
+
+    stop = _StopOnSignal()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler runs in the main thread between bytecodes
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_run_killed_while_writing_its_first_checkpoint_starts_afresh(tmp_path):
+    from conftest import TINY, write_recipe
+
+    recipe = load_recipe(str(write_recipe(tmp_path / "tiny.yaml", TINY)),
+                         ["train.max_steps=2", "train.eval_every=2"])
+    ckpts = tmp_path / "run" / "checkpoints"
+    half = ckpts / ".step-00000004.k2x9"  # what a kill during the first save leaves
+    half.mkdir(parents=True)
+    (half / WEIGHTS).write_bytes(b"half a file")
+    os.symlink("step-00000004", ckpts / ".last.4242")
+    (ckpts / ".best.4242").write_text("")
+    with pytest.raises(UserError, match="nothing to resume"):
+        train(recipe, tmp_path / "run", resume=True, **QUIET)
+    train(recipe, tmp_path / "run", **QUIET)  # not "use --resume": there was no run
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best", "last", "step-00000002"]
+
+
+def test_resaving_a_step_never_leaves_it_half_deleted(tmp_path, monkeypatch):
+    import s2s.checkpoint
+    from s2s.checkpoint import TRAINER, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    save_checkpoint(tmp_path, 7, model, {"step": 7})
+    real_rmtree = s2s.checkpoint.shutil.rmtree
+
+    def killed_while_deleting(path, *args, **kwargs):
+        next(p for p in sorted(Path(path).rglob("*")) if p.is_file()).unlink()  # one file gone,
+        raise KeyboardInterrupt  # then the kill
+
+    monkeypatch.setattr(s2s.checkpoint.shutil, "rmtree", killed_while_deleting)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 7, model, {"step": 7})
+    monkeypatch.setattr(s2s.checkpoint.shutil, "rmtree", real_rmtree)
+    last = tmp_path / "last"
+    assert last.resolve().name == "step-00000007"
+    assert torch.equal(load_file(str(last / WEIGHTS))["weight"], torch.ones(2, 3))
+    assert torch.load(last / TRAINER, weights_only=True) == {"step": 7}
+
+
+def test_a_step_renamed_aside_by_a_killed_resave_is_put_back(tmp_path):
+    from s2s.checkpoint import remove_stale_temps, save_checkpoint
+
+    save_checkpoint(tmp_path, 7, torch.nn.Linear(3, 2), {"step": 7})
+    aside = tmp_path / ".step-00000007.old.k2x9"  # a re-save renames the old copy aside first
+    aside.mkdir()
+    os.replace(tmp_path / "step-00000007", aside / "step-00000007")  # killed here
+    remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "step-00000007"]
+    load_file(str(tmp_path / "last" / WEIGHTS))
+
+
+def metric_records(run_dir):
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resuming_a_finished_run_changes_nothing(straight_run, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from s2s.cli import cli
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight_run[0], run_dir, symlinks=True)
+    metrics = (run_dir / "metrics.jsonl").read_bytes()
+    ckpts = {p.name: p.stat().st_mtime_ns for p in (run_dir / "checkpoints").iterdir()}
+    result = CliRunner().invoke(cli, ["train", str(run_dir), "--resume", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "already finished" in result.output
+    assert (run_dir / "metrics.jsonl").read_bytes() == metrics
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "checkpoints").iterdir()} == ckpts
+
+
+def test_metrics_hold_each_step_once_after_a_resume(straight_run, tmp_path):
+    """Killed after logging steps 9-12 but before saving step 12: the resumed run logs them
+    again, and the lines of the lost steps are gone."""
+    import shutil
+
+    from s2s.checkpoint import set_pointer
+
+    reference, recipe_path = straight_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir, symlinks=True)
+    shutil.rmtree(run_dir / "checkpoints" / "step-00000012")
+    set_pointer(run_dir / "checkpoints", "last", "step-00000008")
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "step": 13, "lo')  # half a line, as a kill leaves it
+    train(load_recipe(str(recipe_path), STEPS), run_dir, resume=True, **QUIET)
+    records = metric_records(run_dir)
+    for kind in ("train", "valid"):
+        steps = [r["step"] for r in records if r["kind"] == kind]
+        assert steps == sorted(set(steps)), kind
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 13))
+    assert train_losses(run_dir) == pytest.approx(train_losses(reference), rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(28, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
+    RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing "
+                 "file data/2: file write failed"),
+])
+def test_a_full_disk_is_one_line_and_the_last_checkpoint_stays(straight_run, tmp_path,
+                                                                 monkeypatch, failure):
+    import s2s.checkpoint
+    from click.testing import CliRunner
+
+    from s2s.cli import cli
+
+    _, recipe_path = straight_run
+    calls = {"n": 0}
+    original = s2s.checkpoint.torch.save
+
+    def disk_fills_up(obj, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            open(path, "wb").write(b"part of")
+            raise failure
+        return original(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(s2s.checkpoint.torch, "save", disk_fills_up)
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", str(recipe_path), "--run-dir", str(run_dir),
+                                      "--device", "cpu", *[a for s in STEPS for a in ("--set", s)]])
+    monkeypatch.setattr(s2s.checkpoint.torch, "save", original)
+    assert result.exit_code == 2, result.output
+    errors = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and str(run_dir) in errors[0] and "MB" in errors[0], result.output
+    assert "no space" in errors[0].lower()
+    ckpts = run_dir / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best", "last", "step-00000004"]
+    load_file(str(ckpts / "last" / WEIGHTS))
+
+
+def test_safetensors_out_of_space_is_recognised():
+    from safetensors import SafetensorError
+
+    from s2s.checkpoint import out_of_space
+
+    full = "Error while serializing: I/O error: No space left on device (os error 28)"
+    assert out_of_space(SafetensorError(full))
+    assert not out_of_space(SafetensorError("Error while serializing: invalid tensor"))
+    assert not out_of_space(RuntimeError("CUDA out of memory"))

@@ -9,6 +9,7 @@ decoder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from s2s.data.batching import Batch, pad
-from s2s.data.images import jitter, to_tensor
+from s2s.data.images import image_errors, jitter, to_tensor
 from s2s.data.tokenizer import BOS, EOS, Tokenizer
 from s2s.errors import UserError
 from s2s.files import atomic_path
@@ -71,7 +72,7 @@ def image_fingerprint(ds: datasets.Dataset, column: str) -> str:
 class CaptionSplit:
     def __init__(self, ds: datasets.Dataset, cfg: DataConfig, tokenizer: Tokenizer, model,
                  cache_dir: Path, name: str):
-        self.ds, self.image_column, self.model = ds, cfg.src, model
+        self.ds, self.image_column, self.model, self.name = ds, cfg.src, model, name
         self.size = model.cfg.encoder.image_size
         self.references = caption_lists(ds, cfg)
         self.image_of_row = np.array([i for i, caps in enumerate(self.references) for _ in caps])
@@ -96,8 +97,25 @@ class CaptionSplit:
         """(B, 3, size, size) in [0, 1], or (B, C, h, w) cached features."""
         if self.features is not None:
             return torch.from_numpy(self.features[np.asarray(image_indices)]).float()
-        rows = self.ds.select_columns([self.image_column])[list(map(int, image_indices))]
-        return torch.stack([to_tensor(image, self.size) for image in rows[self.image_column]])
+        return torch.stack([to_tensor(image, self.size) for image in self.decode(image_indices)])
+
+    def decode(self, image_indices) -> list:
+        """PIL images of these rows, decoded one by one so that a bad one can be named."""
+        column, rows = self.image_column, list(map(int, image_indices))
+        feature = self.ds.features[column]
+        if not isinstance(feature, datasets.Image):
+            return self.ds.select_columns([column])[rows][column]
+        images = []
+        for row, value in zip(rows, self._encoded[rows][column]):
+            with image_errors(value.get("path") or f"in row {row} of the {self.name} split"):
+                images.append(feature.decode_example(value))
+        return images
+
+    @functools.cached_property
+    def _encoded(self) -> datasets.Dataset:
+        """The image column as stored (bytes and path), not decoded."""
+        column = self.image_column
+        return self.ds.select_columns([column]).cast_column(column, datasets.Image(decode=False))
 
     def batch(self, rows: np.ndarray) -> Batch:
         src = self.images(self.image_of_row[rows])
@@ -121,11 +139,10 @@ class CaptionSplit:
         if path.is_file():
             return np.load(path, mmap_mode="r")
         count = len(self.references)
-        images = self.ds.select_columns([self.image_column])
         with atomic_path(path) as tmp:
             out = None
             for start in range(0, count, 32):
-                batch = images[start:start + 32][self.image_column]
+                batch = self.decode(range(start, min(start + 32, count)))
                 maps = self.model.backbone_features(torch.stack([to_tensor(i, self.size) for i in batch]))
                 if out is None:
                     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,

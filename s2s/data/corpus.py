@@ -1,13 +1,14 @@
 """Load one split of a corpus with HuggingFace `datasets`, whatever its source.
 
 A recipe's `data` section names a hub id (`bentrevett/multi30k`), a local folder or file (JSONL,
-CSV, Parquet, a `save_to_disk` folder, an `imagefolder`), or a built-in generator (`dates`,
-`shapes`). Every source ends up as a `datasets.Dataset` with the recipe's source and target
+CSV, TSV, Parquet, plain parallel text `train.de` + `train.en`, a `save_to_disk` folder, an
+`imagefolder`), or a built-in generator (`dates`, `shapes`). Every source ends up as a `datasets.Dataset` with the recipe's source and target
 columns (dotted names reach into nested columns such as `translation.de`).
 """
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -51,7 +52,7 @@ def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
     """Split `split` ("train" | "validation" | "test") as named in the recipe."""
     name = getattr(cfg.splits, split)
     if cfg.path:
-        ds = load_local(Path(cfg.path), name)
+        ds = load_local(Path(cfg.path), name, (cfg.src, cfg.tgt))
     elif cfg.dataset in generators():
         ds = generate_split(cfg.dataset, split, getattr(cfg.sizes, split), cfg.seed)
     elif cfg.dataset:
@@ -77,14 +78,17 @@ def load_hub(hub_id: str, config: str | None, split: str) -> datasets.Dataset:
                         "check the id or point data.path at a local copy") from None
 
 
-def load_local(path: Path, split: str) -> datasets.Dataset:
-    """A `save_to_disk` folder, a folder of per-split files or image folders, or one file."""
+def load_local(path: Path, split: str,
+               columns: tuple[str, str] = ("source", "target")) -> datasets.Dataset:
+    """A `save_to_disk` folder, a folder of per-split files, parallel text files or image folders,
+    or one file. `columns` (source, target) name the two columns of a TSV file without a header
+    and are the suffixes of parallel text files (`train.de`, `train.en`)."""
     if not path.exists():
         raise UserError(f"data path not found: {path}")
     if path.is_file():
         if path.suffix not in FILE_BUILDERS:
             raise UserError(f"unsupported data file {path}; use one of {', '.join(FILE_BUILDERS)}")
-        return load_files([path], split)
+        return load_files([path], split, columns)
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         saved = datasets.load_from_disk(str(path))
         if isinstance(saved, datasets.Dataset):
@@ -95,29 +99,76 @@ def load_local(path: Path, split: str) -> datasets.Dataset:
     files = sorted(p for p in path.iterdir() if p.is_file() and p.stem.split("-")[0] == split
                    and p.suffix in FILE_BUILDERS)
     if files:
-        return load_files(files, split)
+        return load_files(files, split, columns)
+    parallel = [path / f"{split}.{suffix}" for suffix in columns]
+    if any(f.is_file() for f in parallel):
+        return load_parallel_text(parallel, columns)
     if (path / split).is_dir():
         return datasets.load_dataset("imagefolder", data_dir=str(path), split=split)
     present = sorted({p.stem.split("-")[0] for p in path.iterdir() if p.suffix in FILE_BUILDERS}
                      | {p.name for p in path.iterdir() if p.is_dir()})
     raise UserError(f"no split {split!r} in {path} (found: {', '.join(present) or 'nothing'}); "
-                    f"expected {split}.jsonl, {split}.csv, {split}.parquet or a {split}/ folder")
+                    f"expected {split}.jsonl, {split}.csv, {split}.tsv, {split}.parquet, "
+                    f"{split}.{columns[0]} + {split}.{columns[1]} or a {split}/ folder")
 
 
-def load_files(files: list[Path], split: str) -> datasets.Dataset:
+def load_files(files: list[Path], split: str,
+               columns: tuple[str, str] = ("source", "target")) -> datasets.Dataset:
     """Data files of one format as one split; empty or unparsable files are user errors."""
     if all(f.stat().st_size == 0 for f in files):
         raise UserError(f"split {split!r} is empty ({', '.join(map(str, files))})")
+    options = tsv_options(files[0], columns) if files[0].suffix == ".tsv" else {}
     try:
         return datasets.load_dataset(FILE_BUILDERS[files[0].suffix],
-                                     data_files={split: [str(f) for f in files]}, split=split)
+                                     data_files={split: [str(f) for f in files]}, split=split,
+                                     **options)
     except Exception as e:  # pyarrow/json/csv parse errors have many types
         raise UserError(f"cannot read {', '.join(map(str, files))}: "
                         f"{type(e).__name__} {str(e).splitlines()[0] if str(e) else ''}") from None
 
 
+def tsv_options(first: Path, columns: tuple[str, str]) -> dict:
+    """How to read TSV: tab-separated, no quoting, every field text (never NaN or a number).
+
+    The first line is a header if it names the recipe's source and target columns; otherwise
+    every line is `source<TAB>target`.
+    """
+    with open(first, encoding="utf-8", errors="replace") as f:
+        fields = f.readline().rstrip("\r\n").split("\t")
+    header = set(columns) <= set(fields)
+    if not header and len(fields) != 2:
+        raise UserError(f"{first}, line 1 has {len(fields)} tab-separated fields and no header "
+                        f"naming {columns[0]!r} and {columns[1]!r}; without a header each line "
+                        "must be source<TAB>target")
+    names = fields if header else list(columns)
+    return {"sep": "\t", "quoting": csv.QUOTE_NONE, "na_filter": False,
+            "header": 0 if header else None, "column_names": names,
+            "features": datasets.Features({n: datasets.Value("string") for n in names})}
+
+
+def load_parallel_text(files: list[Path], columns: tuple[str, str]) -> datasets.Dataset:
+    """Two plain text files, one sentence per line, the same number of lines: one split."""
+    src, tgt = files
+    for f, other in ((src, tgt), (tgt, src)):
+        if not f.is_file():
+            raise UserError(f"found {other} but not {f}: parallel text needs both files")
+    sides = []
+    for f, column in zip(files, columns):
+        try:
+            side = datasets.load_dataset("text", data_files={"train": [str(f)]}, split="train")
+        except Exception as e:  # decoding errors and the like
+            raise UserError(f"cannot read {f}: {type(e).__name__} "
+                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        sides.append(side.rename_column("text", column))
+    if len(sides[0]) != len(sides[1]):
+        raise UserError(f"{src} has {len(sides[0]):,} lines but {tgt} has {len(sides[1]):,}; "
+                        "parallel text files need one sentence per line on both sides")
+    return datasets.concatenate_datasets(sides, axis=1)
+
+
 def text_pairs(ds: datasets.Dataset, cfg: DataConfig) -> datasets.Dataset:
-    """The split reduced to text columns `src` and `tgt` (plus generator extras such as spans).
+    """The split reduced to text columns `src` and `tgt` (plus generator extras such as spans),
+    without the rows that lack either.
 
     Dotted names reach into nested columns (`translation.de`). Nothing is copied into Python
     lists: the result is a view of the same (memory-mapped) Arrow table.
@@ -134,5 +185,9 @@ def text_pairs(ds: datasets.Dataset, cfg: DataConfig) -> datasets.Dataset:
             raise UserError(f"column {name!r} of {describe(cfg)} must hold text, not {feature}")
     extras = [c for c in ds.column_names if c.endswith("_span")]
     ds = ds.select_columns([cfg.src, cfg.tgt, *extras])
+    if any(ds.data.column(name).null_count for name in (cfg.src, cfg.tgt)):
+        # a JSON null, a missing key, an empty CSV field: no pair to learn from or score
+        ds = ds.filter(lambda src, tgt: [s is not None and t is not None for s, t in zip(src, tgt)],
+                       input_columns=[cfg.src, cfg.tgt], batched=True)
     return ds.rename_columns({old: new for old, new in ((cfg.src, "src"), (cfg.tgt, "tgt"))
                               if old != new})

@@ -8,6 +8,8 @@ user errors that name the file.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +19,37 @@ from torch import Tensor
 from s2s.errors import UserError
 
 
-def open_image(path: str | Path):
-    """A PIL image from a file, or a one-line error naming it."""
+@contextlib.contextmanager
+def image_errors(name: str | Path):
+    """Turn what decoding image `name` can raise into one line naming it.
+
+    Pillow refuses images over 2 x Image.MAX_IMAGE_PIXELS (a decompression-bomb guard) and only
+    warns between one and two times that; both are refused here, as no caption model needs
+    100-megapixel inputs and decoding one takes gigabytes.
+    """
     from PIL import Image, UnidentifiedImageError
 
-    try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except FileNotFoundError:
+            raise UserError(f"image not found: {name}") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise UserError(f"cannot read image {name}: {e} Resize it first.") from None
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise UserError(f"cannot read image {name}: "
+                            f"{str(e).splitlines()[0] if str(e) else 'not an image'}") from None
+
+
+def open_image(path: str | Path):
+    """A PIL image from a file, or a one-line error naming it."""
+    from PIL import Image
+
+    with image_errors(path):
         with Image.open(path) as image:
             image.load()
             return image.convert("RGB")
-    except FileNotFoundError:
-        raise UserError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise UserError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else 'not an image'}") from None
 
 
 def to_tensor(image, size: int) -> Tensor:

@@ -2,12 +2,15 @@
 
 One joint model (`joint.model`) serves both sides when the recipe says `joint: true`, which lets
 the model share source, target and output embeddings; otherwise `src.model` and `tgt.model`.
-Ids 0-3 are reserved everywhere: padding, unknown, begin and end of sentence.
+Ids 0-3 are reserved everywhere: padding, unknown, begin and end of sentence. Existing models
+(`tokenizer.model`, and `tokenizer.tgt_model` for a separate target side) are copied in instead of
+training new ones, if they reserve the same ids.
 """
 
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -72,12 +75,34 @@ class Tokenizer:
     def train(cls, cfg: TokenizerConfig, src_texts: Iterable[str], tgt_texts: Iterable[str],
               folder: Path) -> "Tokenizer":
         """Train on the given texts and save into `folder` (written atomically)."""
-        with atomic_directory(Path(folder)) as tmp:
+        def write(tmp: Path) -> None:
             if cfg.joint:
                 _train(cfg, itertools.chain(src_texts, tgt_texts), tmp / "joint")
             else:
                 _train(cfg, src_texts, tmp / "src")
                 _train(cfg, tgt_texts, tmp / "tgt")
+
+        return cls._install(folder, write)
+
+    @classmethod
+    def adopt(cls, cfg: TokenizerConfig, folder: Path) -> "Tokenizer":
+        """Copy the existing models `cfg.model` (and `cfg.tgt_model`) into `folder`; how the
+        keys pair up is checked when the recipe is loaded (s2s.recipe.check_recipe)."""
+        models = {"joint": cfg.model} if cfg.joint else {"src": cfg.model, "tgt": cfg.tgt_model}
+        for path in models.values():
+            check_reserved_ids(Path(path))
+
+        def write(tmp: Path) -> None:
+            for name, path in models.items():
+                shutil.copyfile(path, tmp / f"{name}.model")
+
+        return cls._install(folder, write)
+
+    @classmethod
+    def _install(cls, folder: Path, write) -> "Tokenizer":
+        """Fill a temp folder with `write(tmp)` and put it in place of `folder` (atomically)."""
+        with atomic_directory(Path(folder)) as tmp:
+            write(tmp)
         return cls.load(folder)
 
 
@@ -86,6 +111,18 @@ def _processor(path: Path) -> spm.SentencePieceProcessor:
         return spm.SentencePieceProcessor(model_file=str(path))
     except (OSError, RuntimeError) as e:
         raise UserError(f"cannot read SentencePiece model {path}: {e}") from None
+
+
+def check_reserved_ids(path: Path) -> None:
+    """An existing model must number pad, unk, bos and eos 0-3, as the models and search do."""
+    if not path.is_file():
+        raise UserError(f"SentencePiece model not found: {path}")
+    sp = _processor(path)
+    ids = (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id())
+    if ids != (PAD, UNK, BOS, EOS):
+        raise UserError(f"SentencePiece model {path} has pad={ids[0]} unk={ids[1]} bos={ids[2]} "
+                        f"eos={ids[3]}, but s2s reserves ids 0-3 for them; train it with "
+                        "spm_train --pad_id=0 --unk_id=1 --bos_id=2 --eos_id=3")
 
 
 def _train(cfg: TokenizerConfig, texts: Iterable[str], prefix: Path) -> None:

@@ -43,8 +43,15 @@ class Task:
         """The split as the trainer and evaluation use it (lengths, batches, references)."""
         raise NotImplementedError
 
-    def evaluate(self, run, split: str, opts: DecodeOptions) -> tuple[dict, list[str]]:
-        """Scores of the run on one of its recipe's splits, and the hypotheses."""
+    def missing_rows(self, raw, data) -> int:
+        """Rows of a raw split that hold no example (a missing source or target): left out."""
+        return 0
+
+    def evaluate(self, run, split: str, opts: DecodeOptions, metrics: tuple[str, ...],
+                 pairs=None, baseline=None) -> tuple[dict, list[str]]:
+        """Scores (sacreBLEU `metrics`) of the run on one of its recipe's splits, or on `pairs`
+        (src and tgt columns) when given, and the hypotheses. `baseline` is (name, run, opts):
+        another run to test the difference against (paired bootstrap)."""
         raise NotImplementedError
 
     def inspect(self, run, inputs: list[str], request: InspectRequest,

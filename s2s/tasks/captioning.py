@@ -22,7 +22,7 @@ from s2s.data.captions import CaptionSplit, caption_lists
 from s2s.data.corpus import load_split
 from s2s.data.images import load_images
 from s2s.errors import UserError
-from s2s.evaluate import bleu_orders, score
+from s2s.evaluate import DEFAULT_METRICS, bleu_orders, score
 from s2s.run import Run, autocast
 from s2s.search import decode, max_lengths
 from s2s.tasks.base import TASKS, InspectRequest, Task
@@ -43,8 +43,13 @@ class CaptioningTask(Task):
     def caption(self, run: Run, images: list[str], opts: DecodeOptions) -> list[list[Translation]]:
         return caption_files(run, images, opts)
 
-    def evaluate(self, run: Run, split: str, opts: DecodeOptions) -> tuple[dict, list[str]]:
+    def evaluate(self, run: Run, split: str, opts: DecodeOptions, metrics=DEFAULT_METRICS,
+                 pairs=None, baseline=None) -> tuple[dict, list[str]]:
         """BLEU-1..4 (sacreBLEU, all references), chrF, exact match; for shapes, localisation."""
+        if pairs is not None:
+            raise UserError(f"{run.dir} is a captioning run: --src takes text to translate")
+        if baseline is not None:
+            raise UserError("--paired-bootstrap compares two translation runs")
         data = CaptionSplit(load_split(run.recipe.data, split), run.recipe.data, run.tokenizer,
                             run.model, run.dir / "cache", split)
         rows, references = data.decode_units()
@@ -64,7 +69,7 @@ class CaptioningTask(Task):
                 localised[0] += hits
                 localised[1] += total
         hypotheses = [results[r].text for r in rows.tolist()]
-        report = {**score(hypotheses, references).as_dict(), **bleu_orders(hypotheses, references)}
+        report = {**score(hypotheses, references, metrics).as_dict(), **bleu_orders(hypotheses, references)}
         if has_boxes:
             report["localisation"] = 100.0 * localised[0] / max(localised[1], 1)
             report["localised_nouns"] = localised[1]

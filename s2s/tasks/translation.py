@@ -13,7 +13,7 @@ from s2s.alignment.render import (matrices_record, plot_grid, plot_heatmap, rend
 from s2s.data.batching import TokenizedSplit
 from s2s.data.corpus import load_split, text_pairs
 from s2s.errors import UserError
-from s2s.evaluate import score
+from s2s.evaluate import DEFAULT_METRICS, paired_bootstrap, score
 from s2s.files import read_lines
 from s2s.run import Run
 from s2s.tasks.base import TASKS, InspectRequest, Task
@@ -35,16 +35,26 @@ class TranslationTask(Task):
     def split(self, raw, data, tokenizer, model, cache_dir, name):
         return TokenizedSplit(text_pairs(raw, data), tokenizer, cache_dir, name)
 
+    def missing_rows(self, raw, data):
+        return len(raw) - len(text_pairs(raw, data))
+
     def translate(self, run, lines, opts, buffer, links=None):
         return translate_stream(run, lines, opts, buffer, links)
 
-    def evaluate(self, run: Run, split: str, opts: DecodeOptions) -> tuple[dict, list[str]]:
-        """Translate a split of the run's own corpus, score it, and describe its attention."""
-        pairs = text_pairs(load_split(run.recipe.data, split), run.recipe.data)
-        results = translate(run, pairs["src"], opts)
-        hypotheses = [r[0].text if r else "" for r in results]
-        report = {**score(hypotheses, pairs["tgt"]).as_dict(),
+    def evaluate(self, run: Run, split: str, opts: DecodeOptions, metrics=DEFAULT_METRICS,
+                 pairs=None, baseline=None) -> tuple[dict, list[str]]:
+        """Translate a split of the run's own corpus (or `pairs`), score it, and describe its
+        attention; with a baseline, sacreBLEU's paired bootstrap test of the difference."""
+        if pairs is None:
+            pairs = text_pairs(load_split(run.recipe.data, split), run.recipe.data)
+        hypotheses = best_translations(run, pairs["src"], opts)
+        report = {**score(hypotheses, pairs["tgt"], metrics).as_dict(),
                   **model_alignment_report(run, pairs, hypotheses)}
+        if baseline is not None:
+            name, other, other_opts = baseline
+            theirs = best_translations(other, pairs["src"], other_opts)
+            report["paired_bootstrap"] = paired_bootstrap(
+                (name, theirs), (str(run.dir), hypotheses), pairs["tgt"], metrics)
         return report, hypotheses
 
     def inspect(self, run: Run, inputs: list[str], request: InspectRequest,
@@ -189,6 +199,21 @@ def read_pairs(path) -> tuple[list[str], list[str]]:
     return sources, targets
 
 
+def best_translations(run: Run, sources: list[str], opts: DecodeOptions) -> list[str]:
+    """The best translation of each source line ("" for an empty line)."""
+    return [r[0].text if r else "" for r in translate(run, sources, opts)]
+
+
+def read_parallel_files(src, ref) -> dict[str, list[str]]:
+    """An external test set for `evaluate --src --ref`: a sentence per line in each file."""
+    sources, references = read_lines(src), read_lines(ref)
+    if len(sources) != len(references):
+        raise UserError(f"{src} has {len(sources)} lines but {ref} has {len(references)}")
+    if not sources:
+        raise UserError(f"{src} and {ref} are empty: nothing to evaluate")
+    return {"src": sources, "tgt": references}
+
+
 def model_alignment_report(run: Run, pairs, hypotheses: list[str]) -> dict:
     """What `s2s evaluate` adds about attention: statistics of the model's own outputs, and for
     the dates corpus the span accuracy against the generator's gold spans. Empty without attention."""
@@ -199,7 +224,7 @@ def model_alignment_report(run: Run, pairs, hypotheses: list[str]) -> dict:
     layer, head = default_choice(run)
     stats = corpus_attention_stats([select(item.weights, layer, head)[:-1] for item in items])
     report: dict = {"attention": {"layer": layer, "head": head, **stats}}
-    if "year_span" in pairs.column_names:
+    if "year_span" in getattr(pairs, "column_names", pairs):
         report["dates_alignment"] = dates_alignment_accuracy(
             run, pairs["src"], pairs["tgt"], {f: pairs[f"{f}_span"] for f in DATE_FIELDS})
     return report
