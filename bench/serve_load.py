@@ -33,12 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BASELINE = """
 import sys, time
 from s2s.run import Run
-from s2s.translate import DecodeOptions, translate_stream
+from s2s.translate import DecodeOptions, fixed_chunks, translate_stream
 run = Run.open(sys.argv[1], "best", sys.argv[2])
 lines = open(sys.argv[3], encoding="utf-8").read().splitlines()
 opts = DecodeOptions.from_run(run, beam=int(sys.argv[4]) if sys.argv[4] != "-" else None)
 start = time.perf_counter()
-done = sum(1 for _ in translate_stream(run, lines, opts, opts.batch_size * 8))
+done = sum(1 for _ in translate_stream(run, fixed_chunks(lines, opts.batch_size * 8), opts))
 print(done / (time.perf_counter() - start), opts.beam)
 """
 

@@ -81,7 +81,7 @@ def translate(run_dir, text, input_file, output_file, n_best, align, align_layer
               beam, length_penalty, batch_size, max_len, device, checkpoint):
     """Translate TEXT, or FILE / stdin line by line (one output line per input line)."""
     from s2s.alignment.forced import default_choice
-    from s2s.cli_io import input_lines, output_stream, parse_choice, write_translations
+    from s2s.cli_io import input_chunks, output_stream, parse_choice, write_translations
     from s2s.tasks import task_of
     from s2s.translate import DecodeOptions
 
@@ -96,10 +96,9 @@ def translate(run_dir, text, input_file, output_file, n_best, align, align_layer
     if align:
         layer, head = default_choice(run)
         links = (parse_choice(align_layer, layer), parse_choice(align_head, head))
-    lines, interactive = input_lines(text, input_file)
-    buffer = 1 if interactive else opts.batch_size * 8
+    chunks = input_chunks(text, input_file, opts.batch_size * 8)
     with output_stream(output_file) as out:
-        write_translations(task.translate(run, lines, opts, buffer, links), out, n_best)
+        write_translations(task.translate(run, chunks, opts, links), out, n_best)
 
 
 def open_for_translation(path: Path, checkpoint: str, device: str, engine: str | None):

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sys
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
 from s2s.errors import UserError
 from s2s.files import atomic_path
+from s2s.translate import fixed_chunks
 
 
 def decode_lines(stream, name: str) -> Iterator[str]:
@@ -33,15 +36,53 @@ def read_file_lines(path: Path) -> Iterator[str]:
         yield from decode_lines(f, str(path))
 
 
-def input_lines(texts: tuple[str, ...], path: Path | None) -> tuple[Iterable[str], bool]:
-    """The lines to translate and whether they come from a person typing (translate at once)."""
+def input_chunks(texts: tuple[str, ...], path: Path | None, size: int) -> Iterator[list[str]]:
+    """The lines to translate, in chunks of up to `size`.
+
+    Standard input is read by a thread and each chunk takes only the lines already there (the
+    first one waited for): a line written by a co-process or typed by a person is answered
+    without waiting for later ones, and a fast pipe still fills whole chunks.
+    """
     if texts and path:
         raise UserError("give TEXT or --input FILE, not both")
     if texts:
-        return list(texts), False
+        return fixed_chunks(list(texts), size)
     if path:
-        return read_file_lines(path), False
-    return decode_lines(sys.stdin.buffer, "stdin"), sys.stdin.isatty()
+        return fixed_chunks(read_file_lines(path), size)
+    return available_chunks(decode_lines(sys.stdin.buffer, "stdin"), size)
+
+
+def available_chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Chunks of the lines read so far (at least one, at most `size`), read ahead by a thread."""
+    ahead: queue.Queue = queue.Queue(maxsize=4 * size)
+    end = object()
+
+    def read() -> None:
+        try:
+            for line in lines:
+                ahead.put(line)
+            ahead.put(end)
+        except BaseException as e:  # a bad line: raised in the reading thread's place, in order
+            ahead.put(e)
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        chunk: list[str] = []
+        item = ahead.get()
+        while isinstance(item, str):
+            chunk.append(item)
+            if len(chunk) >= size:
+                break
+            try:
+                item = ahead.get_nowait()
+            except queue.Empty:
+                break
+        if chunk:
+            yield chunk
+        if item is end:
+            return
+        if isinstance(item, BaseException):
+            raise item
 
 
 def check_output_file(path: Path) -> None:

@@ -91,25 +91,29 @@ def add_links(run: Run, sources: list[str], results: list[list[Translation]],
         t.links = pharaoh(select(item.words()[2], layer, head))
 
 
-def translate_stream(run: Run, lines: Iterable[str], opts: DecodeOptions, buffer: int,
+def translate_stream(run: Run, chunks: Iterable[list[str]], opts: DecodeOptions,
                      links: tuple | None = None) -> Iterator[list[Translation]]:
-    """Translate a stream `buffer` lines at a time, yielding one result per line, in order.
+    """Translate a stream of chunks of lines, yielding one result per line, in order; each chunk
+    is finished (and can be printed) before the next is read.
 
     With `links` = (layer, head), each hypothesis carries its word alignment.
     """
-    def flush(chunk: list[str], first_line: int) -> list[list[Translation]]:
-        results = translate_ids(run, encode_sources(run, chunk, first_line), opts)
+    done = 0
+    for chunk in chunks:
+        results = translate_ids(run, encode_sources(run, chunk, done + 1), opts)
         if links is not None:
             add_links(run, [s.strip() for s in chunk], results, *links)
-        return results
+        done += len(chunk)
+        yield from results
 
+
+def fixed_chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Chunks of `size` lines (the last one shorter)."""
     chunk: list[str] = []
-    done = 0
     for line in lines:
         chunk.append(line)
-        if len(chunk) >= buffer:
-            yield from flush(chunk, done + 1)
-            done += len(chunk)
+        if len(chunk) >= size:
+            yield chunk
             chunk = []
     if chunk:
-        yield from flush(chunk, done + 1)
+        yield chunk

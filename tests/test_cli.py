@@ -248,3 +248,42 @@ def test_paired_bootstrap_between_two_runs(trained_run, tmp_path):
     assert text[-9].startswith("paired bootstrap resampling (1000 resamples)"), text
     assert text[-8].startswith("BLEU") and str(other) in text[-8] and "±" in text[-8]
     assert str(trained_run) in text[-7] and "(p = " in text[-7] and "bs:1000" in text[-6]
+
+
+def test_translate_answers_each_piped_line_without_waiting_for_more(trained_run):
+    """A co-process: write one line, read its translation, repeat (the pipe stays open)."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "s2s", "translate", str(trained_run),
+                             "--device", "cpu", "--beam", "1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
+                            text=True, bufsize=1)
+    try:
+        for text in ("4 July 1998", "12/25/99", "le 1er juillet 2003"):
+            proc.stdin.write(text + "\n")
+            proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            assert ready, f"no answer to {text!r} within 60 s while the pipe stays open"
+            assert proc.stdout.readline().strip()
+        proc.stdin.close()
+        assert proc.stdout.read() == "" and proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+
+
+def test_lines_that_arrive_fast_still_fill_whole_chunks():
+    import time
+
+    from s2s.cli_io import available_chunks
+
+    lines = [f"line {i}" for i in range(95)]
+    chunks = available_chunks(iter(lines), 10)
+    first = next(chunks)
+    time.sleep(0.3)  # translating the first chunk: the reader gets ahead meanwhile
+    rest = list(chunks)
+    assert first + [x for c in rest for x in c] == lines
+    assert [len(c) for c in rest[:-1]] == [10] * (len(rest) - 1)

@@ -59,7 +59,7 @@ class Task:
         """Lines to print for `s2s inspect RUN INPUTS...` (and files written)."""
         raise NotImplementedError
 
-    def translate(self, run, lines, opts: DecodeOptions, buffer: int, links=None):
+    def translate(self, run, chunks, opts: DecodeOptions, links=None):
         raise UserError(f"{run.dir} is a {self.name} run; `s2s translate` needs a translation run")
 
     def caption(self, run, images: list[str], opts: DecodeOptions):

@@ -38,8 +38,8 @@ class TranslationTask(Task):
     def missing_rows(self, raw, data):
         return len(raw) - len(text_pairs(raw, data))
 
-    def translate(self, run, lines, opts, buffer, links=None):
-        return translate_stream(run, lines, opts, buffer, links)
+    def translate(self, run, chunks, opts, links=None):
+        return translate_stream(run, chunks, opts, links)
 
     def evaluate(self, run: Run, split: str, opts: DecodeOptions, metrics=DEFAULT_METRICS,
                  pairs=None, baseline=None) -> tuple[dict, list[str]]:
