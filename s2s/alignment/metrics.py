@@ -154,7 +154,7 @@ def rollout(weights) -> np.ndarray:
     Per layer the heads are averaged and the residual connection is accounted for as an identity,
     A_l = (mean_h W_l + I) / 2 with rows renormalised; rollout = A_L ... A_1. Rows sum to 1.
     """
-    w = asas_array(weights).astype(np.float64)
+    w = as_array(weights).astype(np.float64)
     if w.ndim != 4 or w.shape[-1] != w.shape[-2]:
         raise UserError(f"rollout needs self-attention weights (layers, heads, S, S), got {w.shape}")
     result = np.eye(w.shape[-1])
