@@ -55,6 +55,11 @@ class FocalSelfAttention(MultiHeadAttention):
         self.cells = [(-(-h // s), -(-w // s)) for s in self.pools]  # (rows, columns) of summaries
         sizes = [h * w] + [rows * cols for rows, cols in self.cells]
         self.starts = [sum(sizes[:i]) for i in range(len(sizes) + 1)]  # bank offsets; last = empty
+        for level, (pool, (rows, cols)) in enumerate(zip(self.pools, self.cells)):
+            inside = torch.ones(h, w)  # how many real patches each summary averages
+            inside = F.pad(inside, (0, cols * pool - w, 0, rows * pool - h))
+            counts = inside.view(rows, pool, cols, pool).sum((1, 3)).view(rows * cols, 1)
+            self.register_buffer(f"counts_{level}", counts, persistent=False)
         queries, keys, valid, slots = self._tables()
         self.register_buffer("query_index", queries, persistent=False)  # (windows, W*W)
         self.register_buffer("key_index", keys, persistent=False)  # (windows, K) into the bank
@@ -92,17 +97,21 @@ class FocalSelfAttention(MultiHeadAttention):
         return torch.tensor(queries), keys.clamp(min=0).where(keys >= 0, empty), keys >= 0, slots
 
     def _bank(self, tokens: Tensor) -> Tensor:
-        """Patches (B, N, D), then each level's summaries, then one empty slot: (B, M + 1, D)."""
+        """Patches (B, N, D), then each level's summaries, then one empty slot, per head:
+        (B, H, M + 1, Dh)."""
         b, n, d = tokens.shape
-        grid = tokens.transpose(1, 2).reshape(b, d, *self.grid)  # (B, D, h, w)
-        pooled = [F.avg_pool2d(grid, pool, ceil_mode=True).flatten(2).transpose(1, 2)
-                  for pool in self.pools]  # (B, rows * cols, D) each; partial sub-windows average
-        return torch.cat([tokens, *pooled, tokens.new_zeros(b, 1, d)], 1)  # what they hold
+        (h, w), parts = self.grid, [tokens]
+        for level, (pool, (rows, cols)) in enumerate(zip(self.pools, self.cells)):
+            grid = F.pad(tokens.view(b, h, w, d), (0, 0, 0, cols * pool - w, 0, rows * pool - h))
+            sums = grid.view(b, rows, pool, cols, pool, d).sum((2, 4)).view(b, rows * cols, d)
+            parts.append(sums / getattr(self, f"counts_{level}"))  # partial sub-windows: real patches
+        return self.split_heads(torch.cat([*parts, tokens.new_zeros(b, 1, d)], 1))
 
-    def _per_head(self, x: Tensor) -> Tensor:
-        b, windows, length, _ = x.shape
-        x = x.view(b, windows, length, self.heads, self.head_dim)
-        return x.permute(0, 3, 1, 2, 4)  # (B, H, windows, length, Dh)
+    @staticmethod
+    def _gather(x: Tensor, index: Tensor) -> Tensor:
+        """Rows `index` (windows, length) of x (B, H, rows, Dh) -> (B, H, windows, length, Dh)."""
+        b, heads, _, dim = x.shape
+        return x.index_select(2, index.flatten()).view(b, heads, *index.shape, dim)
 
     def forward(self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None,
                 prepared=None, state=None) -> Attended:
@@ -113,10 +122,10 @@ class FocalSelfAttention(MultiHeadAttention):
         b, n, d = x.shape
         if n != self.grid[0] * self.grid[1]:
             raise ValueError(f"focal attention built for a {self.grid} grid got {n} patches")
-        q = torch.cat([self.q_proj(x), x.new_zeros(b, 1, d)], 1)  # (B, N + 1, D)
-        queries = self._per_head(q[:, self.query_index])  # (B, H, windows, W*W, Dh)
-        keys = self._per_head(self._bank(self.k_proj(x))[:, self.key_index])  # (B, H, windows, K, Dh)
-        values = self._per_head(self._bank(self.v_proj(x))[:, self.key_index])
+        q = self.split_heads(torch.cat([self.q_proj(x), x.new_zeros(b, 1, d)], 1))  # (B, H, N + 1, Dh)
+        queries = self._gather(q, self.query_index)  # (B, H, windows, W*W, Dh)
+        keys = self._gather(self._bank(self.k_proj(x)), self.key_index)  # (B, H, windows, K, Dh)
+        values = self._gather(self._bank(self.v_proj(x)), self.key_index)
         allowed = self.key_valid[:, None, :]  # (windows, 1, K)
         dropout = self.dropout if self.training else 0.0
         if recording():
@@ -124,10 +133,13 @@ class FocalSelfAttention(MultiHeadAttention):
             weights = masked_softmax(scores, allowed)  # (B, H, windows, W*W, K)
             out = F.dropout(weights, dropout, self.training) @ values
         else:
-            weights = None
-            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed,
-                                                 dropout_p=dropout)  # (B, H, windows, W*W, Dh)
-        out = out.permute(0, 2, 3, 1, 4).reshape(b, -1, d)[:, self.patch_slot]  # (B, N, D)
+            weights = None  # the fused kernel takes 4-D inputs: heads x windows as one axis
+            flat = [t.flatten(1, 2) for t in (queries, keys, values)]  # (B, H * windows, ., Dh)
+            allowed = allowed.expand(self.heads, *allowed.shape).flatten(0, 1)[None]
+            out = F.scaled_dot_product_attention(*flat, attn_mask=allowed, dropout_p=dropout)
+            out = out.view(queries.shape)  # (B, H, windows, W*W, Dh)
+        out = out.flatten(2, 3).index_select(2, self.patch_slot)  # (B, H, N, Dh)
+        out = out.transpose(1, 2).reshape(b, n, d)  # (B, N, D)
         return Attended(self.out_proj(out), None if weights is None else self.spread(weights))
 
     def members(self) -> Tensor:
