@@ -8,7 +8,8 @@ Transformer and focal self-attention, on the shapes corpus.
 `cost`: per variant, parameters of the whole captioner, forward FLOPs per image of the encoder
 (torch.utils.flop_counter; a multiply-add counts 2) and training images/s: full training steps
 (forward, backward, AdamW) on batches of 48 images with 11-token captions, the best of `--steps`
-timed steps after two warm-up steps, so a busy machine still gives a fair figure.
+timed steps per variant after a warm-up step, the variants taking turns step by step, so that a
+busy machine slows them alike and the ratios stay fair.
 `scaling`: forward FLOPs per image of the ViT and focal encoders, and of one self-attention
 layer alone, at several image sizes with the same 8-pixel patches (8x8, 16x16, 32x32 grids).
 `train`: trains each variant's recipe (its own step count), then scores the test split: exact
@@ -71,37 +72,43 @@ def model_of(name: str, overrides: list[str] = ()):
     return build_model(load_recipe(recipe, [*extra, *overrides]).model, VOCAB, VOCAB)
 
 
-def training_images_per_s(model, steps: int, batch: int = 48, length: int = 11) -> float:
-    """Best-of-`steps` speed of whole training steps on random images and captions."""
+def training_step(model, batch: int = 48, length: int = 11):
+    """A function that runs one training step on random images and captions: its seconds."""
     torch.manual_seed(0)
-    model.train()
     optimizer = torch.optim.AdamW(model.parameters(), 1e-4)
     size = model.cfg.encoder.image_size
     images = torch.rand(batch, 3, size, size)
     captions = torch.randint(4, VOCAB, (batch, length))
     mask = torch.ones(batch, 1, dtype=torch.bool)
-    times = []
-    for _ in range(steps + 2):
+
+    def step() -> float:
+        model.train()
         started = time.perf_counter()
         logits, _ = model(images, mask, captions)
         torch.nn.functional.cross_entropy(logits.flatten(0, 1), captions.flatten()).backward()
         optimizer.step()
         optimizer.zero_grad()
-        times.append(time.perf_counter() - started)
-    return batch / min(times[2:])
+        return time.perf_counter() - started
+    return step
 
 
 def cost(args) -> None:
-    for name in args.variants.split(","):
-        model = model_of(name).eval()
+    names = args.variants.split(",")
+    models = {name: model_of(name) for name in names}
+    steps = {name: training_step(model) for name, model in models.items()}
+    times = {name: [] for name in names}
+    for _ in range(args.steps + 1):  # the variants take turns; the first round warms up
+        for name in names:
+            times[name].append(steps[name]())
+    for name, model in models.items():
         size = model.cfg.encoder.image_size
         print(json.dumps({
             "variant": name, "parameters": sum(p.numel() for p in model.parameters()),
             "encoder_parameters": sum(p.numel() for p in model.head.parameters()),
             "grid": list(model.grid_size),
-            "encoder_mflops_per_image": round(forward_flops(model.image_features,
+            "encoder_mflops_per_image": round(forward_flops(model.eval().image_features,
                                                             torch.rand(4, 3, size, size)) / 1e6, 1),
-            "training_images_per_s": round(training_images_per_s(model, args.steps), 1)}), flush=True)
+            "training_images_per_s": round(48 / min(times[name][1:]), 1)}), flush=True)
 
 
 def scaling(args) -> None:
