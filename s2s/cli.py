@@ -218,21 +218,26 @@ def average(run_dir, last, name):
 @click.option("--head", help="Head N, mean or all (default: mean).")
 @click.option("--words", is_flag=True, help="Merge subword pieces into words first.")
 @click.option("--color/--no-color", default=None, help="Shade the grid with colours (default: if a terminal).")
+@click.option("--patch", metavar="ROW,COL",
+              help="Images, ViT or focal encoder: also draw this patch's self-attention in every "
+                   "encoder layer, its rollout over the layers and (focal) the regions it used.")
 @with_options(decode_options)
-def inspect(run_dir, text, target, output, kind, layer, head, words, color, beam, length_penalty,
-            batch_size, max_len, device, checkpoint):
+def inspect(run_dir, text, target, output, kind, layer, head, words, color, patch, beam,
+            length_penalty, batch_size, max_len, device, checkpoint):
     """Show the attention matrix of TEXT's translation, or export it; for a captioning run, TEXT
     is image files and -o draws each word's attention over the image."""
-    from s2s.cli_io import parse_choice
+    from s2s.cli_io import parse_choice, parse_patch
     from s2s.run import Run
     from s2s.tasks import InspectRequest, task_of
     from s2s.translate import DecodeOptions
 
+    patch = parse_patch(patch)  # a malformed value fails before the run is loaded
     run = Run.open(run_dir, checkpoint, device)
     opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty, max_len=max_len)
     request = InspectRequest(target=target, output=output, kind=kind,
                              layer=parse_choice(layer, None), head=parse_choice(head, None),
-                             words=words, color=sys.stdout.isatty() if color is None else color)
+                             words=words, color=sys.stdout.isatty() if color is None else color,
+                             patch=patch)
     for line in task_of(run.recipe).inspect(run, list(text), request, opts):
         click.echo(line)
 

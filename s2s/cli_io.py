@@ -132,6 +132,20 @@ def parse_choice(value: str | None, default: int | str | None) -> int | str | No
         return value
 
 
+def parse_patch(value: str | None) -> tuple[int, int] | None:
+    """CLI text 'ROW,COL' -> (row, column) of a patch, or None."""
+    if value is None:
+        return None
+    parts = value.split(",")
+    try:
+        row, col = (int(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        row = col = None
+    if row is None or row < 0 or col < 0:
+        raise UserError(f"--patch must be ROW,COL (two whole numbers from 0), not {value!r}")
+    return row, col
+
+
 def print_report(report: dict, as_json: bool) -> None:
     """Scores as JSON, or as the few lines a person reads (tables of layers/heads kept short)."""
     import json

@@ -193,7 +193,8 @@ def check_recipe(recipe: Recipe) -> None:
         raise UserError("model.share_embeddings needs a joint vocabulary (tokenizer.joint: true)")
     if getattr(m, "bidirectional", False) and m.hidden_dim % 2:
         raise UserError(f"model.hidden_dim ({m.hidden_dim}) must be even for a bidirectional encoder")
-    for where, section in (("model", m), ("model.decoder", getattr(m, "decoder", None))):
+    for where, section in (("model", m), ("model.decoder", getattr(m, "decoder", None)),
+                           ("model.encoder", getattr(m, "encoder", None))):
         if hasattr(section, "d_model") and section.d_model % section.heads:
             raise UserError(f"{where}.d_model ({section.d_model}) must be divisible by "
                             f"{where}.heads ({section.heads})")

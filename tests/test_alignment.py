@@ -10,7 +10,7 @@ import torch
 
 from s2s.alignment import (alignment_error_rate, attention_stats, load_matrices, merge_pieces,
                            parse_alignment_line, pharaoh, plot_grid, plot_heatmap,
-                           read_alignments, render_terminal, save_matrices, select,
+                           read_alignments, render_terminal, rollout, save_matrices, select,
                            span_accuracy, to_words, word_text)
 from s2s.errors import UserError
 
@@ -168,6 +168,20 @@ def test_attention_stats_entropy_and_coverage():
     assert stats["entropy"] == pytest.approx([math.log(5), 0.0, 0.0])
     assert stats["mean_entropy"] == pytest.approx(math.log(5) / 3)
     assert stats["coverage"] == pytest.approx([0.2, 2.2, 0.2, 0.2, 0.2])
+
+
+def test_rollout_rows_sum_to_one_and_follow_the_residual_stream():
+    rng = np.random.default_rng(0)
+    w = rng.random((3, 2, 5, 5))
+    w /= w.sum(-1, keepdims=True)  # (L, H, S, S), rows sum to 1
+    r = rollout(w)
+    assert r.shape == (5, 5)
+    np.testing.assert_allclose(r.sum(-1), np.ones(5))
+    one_layer = (w[0].mean(0) + np.eye(5)) / 2  # A = (mean over heads + I) / 2
+    np.testing.assert_allclose(rollout(w[:1]), one_layer)
+    np.testing.assert_allclose(rollout(np.tile(np.eye(5), (2, 2, 1, 1))), np.eye(5))
+    with pytest.raises(UserError, match="rollout needs"):
+        rollout(w[:, :, :4])
 
 
 # ----------------------------------------------------------------------------- terminal

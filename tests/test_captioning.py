@@ -272,3 +272,69 @@ def test_a_decompression_bomb_in_a_dataset_is_one_line_naming_the_file(tmp_path,
     split.batch(np.array([0]))
     with pytest.raises(UserError, match=r"1\.png.*pixels"):
         split.batch(np.array([1]))
+
+
+# -- tiny self-attention encoder runs through the CLI ------------------------------------------
+
+TINY_ENCODERS = {
+    "vit": {"type": "vit", "image_size": 64, "patch": 16, "d_model": 16, "heads": 2, "ffn_dim": 32,
+            "layers": 2},
+    "focal": {"type": "focal", "image_size": 64, "patch": 16, "d_model": 16, "heads": 2,
+              "ffn_dim": 32, "layers": 2, "window": 2, "levels": 1},
+}
+
+
+@pytest.fixture(scope="module", params=list(TINY_ENCODERS))
+def patch_run(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    model = {**TINY_SHAPES["model"], "encoder": TINY_ENCODERS[request.param]}
+    recipe = write_recipe(folder / f"tiny-shapes-{request.param}.yaml",
+                          {**TINY_SHAPES, "description": f"tiny shapes {request.param}", "model": model})
+    result = CliRunner().invoke(cli, ["train", str(recipe), "--run-dir", str(folder / "run"),
+                                      "--device", "cpu"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return folder / "run"
+
+
+def test_patch_encoders_caption_evaluate_and_inspect_a_patch(patch_run, pictures, tmp_path,
+                                                             monkeypatch):
+    from s2s.tasks import captioning
+
+    paths, _ = pictures
+    runner = CliRunner()
+    result = runner.invoke(cli, ["caption", str(patch_run), *map(str, paths), "--beam", "1"])
+    assert result.exit_code == 0 and len(result.output.splitlines()) == 3, result.output
+    result = runner.invoke(cli, ["evaluate", str(patch_run), "--json", "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert {"bleu4", "exact", "localisation"} <= json.loads(result.output).keys()
+    drawn = []
+    draw = captioning.plot_overlays
+    monkeypatch.setattr(captioning, "plot_overlays", lambda *args: (drawn.append(args), draw(*args)))
+    out = tmp_path / "patch.png"
+    result = runner.invoke(cli, ["inspect", str(patch_run), str(paths[0]), "-o", str(out),
+                                 "--patch", "1,2"])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
+    views = drawn[0][-1]
+    assert [v.title for v in views] == ["layer 0, patch 1,2", "layer 1, patch 1,2", "rollout, patch 1,2"]
+    for view in views:  # a distribution over the 4x4 patch grid
+        assert view.grid.shape == (4, 4) and view.patch == (1, 2)
+        assert abs(view.grid.sum() - 1) < 1e-4
+    focal = "focal" in patch_run.parent.name
+    assert bool(views[0].regions) == focal and not views[-1].regions
+    if focal:  # window 2, one level: rows 0-2 x columns 1-3 finely, every 2x2-patch summary
+        assert views[0].regions[0] == (0, [(0, 1, 3, 4)]) and len(views[0].regions[1][1]) == 4
+    for patch, message in [("4,0", "outside the 4x4 patch grid"), ("1;2", "--patch must be ROW,COL")]:
+        result = runner.invoke(cli, ["inspect", str(patch_run), str(paths[0]), "-o",
+                                     str(tmp_path / "x.png"), "--patch", patch])
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_patch_needs_a_self_attention_encoder(shapes_run, trained_run, pictures, tmp_path):
+    paths, _ = pictures
+    runner = CliRunner()
+    result = runner.invoke(cli, ["inspect", str(shapes_run), str(paths[0]), "-o",
+                                 str(tmp_path / "x.png"), "--patch", "0,0"])
+    assert result.exit_code == 2 and "needs an encoder with self-attention" in result.output
+    result = runner.invoke(cli, ["inspect", str(trained_run), "12 May 2003", "--patch", "0,0"])
+    assert result.exit_code == 2 and "--patch applies to images" in result.output

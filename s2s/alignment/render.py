@@ -8,6 +8,7 @@ import json
 import textwrap
 import unicodedata
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from s2s.alignment.words import WORD_START, as_array
 from s2s.errors import UserError
 from s2s.files import atomic_write
 
-__all__ = ["load_matrices", "matrices_record", "new_figure", "plot_grid", "plot_heatmap",
+__all__ = ["PatchView", "load_matrices", "matrices_record", "new_figure", "plot_grid", "plot_heatmap",
            "plot_overlays", "render_terminal", "save_figure", "save_matrices", "upsample"]
 
 SHADES = " ░▒▓█"
@@ -273,14 +274,40 @@ def upsample(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0, None)
 
 
+@dataclass(frozen=True)
+class PatchView:
+    """One patch's self-attention over the patch grid, for an overlay panel: `grid` (h, w), the
+    patch (row, column) outlined, and the regions it attended to as [(level, [(top, left,
+    bottom, right) patch boxes])] (focal attention: level 0 fine, then coarser), if any."""
+
+    title: str
+    grid: np.ndarray
+    patch: tuple[int, int]
+    regions: tuple = ()
+
+
+REGION_STYLES = (("lime", "-"), ("yellow", "--"), ("orange", ":"), ("magenta", "-."))
+
+
+def _outline(ax, box: tuple[int, int, int, int], scale: tuple[float, float], colour: str,
+             style: str) -> None:
+    """A rectangle around patch box (top, left, bottom, right), in picture pixels."""
+    top, left, bottom, right = box
+    ys = np.array([top, top, bottom, bottom, top]) * scale[0] - 0.5
+    xs = np.array([left, right, right, left, left]) * scale[1] - 0.5
+    ax.plot(xs, ys, color=colour, linestyle=style, lw=1.5)
+
+
 def plot_overlays(picture: np.ndarray, words: list[str], maps: np.ndarray,
                   gates: list[tuple[str, np.ndarray]], thetas: list[tuple[str, np.ndarray]],
-                  path, title: str) -> None:
+                  path, title: str, patches: list[PatchView] = ()) -> None:
     """A grid of panels over an (H, W, 3) picture in [0, 1]: one per word (its attention over
     the region grid, upsampled), then any spatial gates (h, w) and spatial-transformer regions
-    (theta (2, 3): the box the transformer samples, drawn in input coordinates)."""
+    (theta (2, 3): the box the transformer samples, drawn in input coordinates), then any
+    patch views (a patch's self-attention; focal regions outlined, finest solid)."""
     size = picture.shape[:2]
     panels = [(w.replace(WORD_START, "") or WORD_START, m) for w, m in zip(words, maps)] + gates
+    panels += [(view.title, view.grid) for view in patches]
     columns = min(6, len(panels) + len(thetas))
     rows = -(-(len(panels) + len(thetas)) // columns)
     fig = new_figure(2.2 * columns, 2.4 * rows + 0.4)
@@ -299,5 +326,16 @@ def plot_overlays(picture: np.ndarray, words: list[str], maps: np.ndarray,
         ax.plot((mapped[:, 0] + 1) / 2 * size[1], (mapped[:, 1] + 1) / 2 * size[0], "y-", lw=2)
         ax.set_title(f"{name}: sampled region", fontsize=9)
         ax.axis("off")
+    axes = fig.axes[len(panels) - len(patches):len(panels)]
+    for ax, view in zip(axes, patches):
+        scale = (size[0] / view.grid.shape[0], size[1] / view.grid.shape[1])
+        for level, boxes in view.regions:
+            colour, style = REGION_STYLES[min(level, len(REGION_STYLES) - 1)]
+            for box in boxes:
+                _outline(ax, box, scale, colour, style)
+        row, col = view.patch
+        _outline(ax, (row, col, row + 1, col + 1), scale, "white", "-")
+        ax.set_xlim(-0.5, size[1] - 0.5)
+        ax.set_ylim(size[0] - 0.5, -0.5)
     fig.suptitle(title, fontsize=11)
     save_figure(fig, path)

@@ -12,7 +12,9 @@ a trainable `head`):
 - `cnn`: a small CNN trained from scratch, optionally with Squeeze-and-Excitation or CBAM after
   every stage and a spatial transformer in front of it;
 - `efficientnet`: EfficientNet-Lite0 with ImageNet weights, frozen (its features are computed
-  once and cached: `backbone`) or fine-tuned, optionally with SE/CBAM on its feature grid.
+  once and cached: `backbone`) or fine-tuned, optionally with SE/CBAM on its feature grid;
+- `vit` and `focal`: self-attention over image patches (`s2s.models.vit`), on pixels or on the
+  frozen EfficientNet's grid; their attention modules are the "encoder-self" attention.
 Vision gates are read like every other attention weight, by a `Recorder`; `vision_gates()` names
 them for people ("stage 0 channel gate").
 
@@ -34,7 +36,9 @@ from s2s.attention.vision import SpatialTransformer, build_vision_attention
 from s2s.models.efficientnet import efficientnet_lite0, feature_channels, normalize
 from s2s.models.rnn import AttentionalRNNDecoder, RNNDecoderConfig
 from s2s.models.seq2seq import EncoderDecoder, State, init_uniform
-from s2s.models.transformer import TransformerDecoder, TransformerDecoderConfig
+from s2s.attention.focal import FocalSelfAttention
+from s2s.models.transformer import EncoderLayer, TransformerDecoder, TransformerDecoderConfig
+from s2s.models.vit import FocalEncoderConfig, PatchEncoder, PatchEncoderSettings, ViTEncoderConfig
 from s2s.registry import Registry
 from s2s.typed import Fraction, PositiveInt
 
@@ -205,6 +209,36 @@ class EfficientNetEncoder:
         return None, nn.Sequential(trunk, grid)
 
 
+def patch_encoder(cfg: PatchEncoderSettings, self_attention=None) -> tuple[nn.Module | None, nn.Module]:
+    """A self-attention encoder on pixels, or on a frozen EfficientNet's grid (the backbone)."""
+    if cfg.backbone == "none":
+        return None, PatchEncoder(cfg, 3, cfg.image_size, True, self_attention)
+    trunk = _Trunk(efficientnet_lite0(pretrained=cfg.pretrained), None if cfg.stage < 0 else cfg.stage)
+    trunk.requires_grad_(False).eval()
+    with torch.no_grad():
+        grid = trunk(torch.zeros(1, 3, cfg.image_size, cfg.image_size))  # (1, C, h, w)
+    return trunk, PatchEncoder(cfg, grid.size(1), grid.size(2), False, self_attention)
+
+
+@IMAGE_ENCODERS.register("vit")
+class ViTEncoder:
+    Config = ViTEncoderConfig
+
+    @staticmethod
+    def build(cfg: ViTEncoderConfig) -> tuple[nn.Module | None, nn.Module]:
+        return patch_encoder(cfg)
+
+
+@IMAGE_ENCODERS.register("focal")
+class FocalEncoder:
+    Config = FocalEncoderConfig
+
+    @staticmethod
+    def build(cfg: FocalEncoderConfig) -> tuple[nn.Module | None, nn.Module]:
+        return patch_encoder(cfg, lambda grid: FocalSelfAttention(
+            cfg.d_model, cfg.heads, grid, cfg.window, cfg.levels, cfg.attn_dropout))
+
+
 class Captioner(EncoderDecoder):
     Config = CaptionerConfig
 
@@ -245,6 +279,12 @@ class Captioner(EncoderDecoder):
     def image_features(self, src: Tensor) -> Tensor:
         """Region feature maps (B, C, h, w) from the encoder's input."""
         return self.head(src)
+
+    def attention_names(self) -> dict[str, list[str]]:
+        """The decoder's kinds, and "encoder-self" for an encoder made of Transformer layers."""
+        layers = [f"head.{name}.self_attn" for name, module in self.head.named_modules()
+                  if isinstance(module, EncoderLayer)]
+        return {**super().attention_names(), **({"encoder-self": layers} if layers else {})}
 
     def vision_gates(self) -> dict[str, str]:
         """Module name -> a person's name for it, for every vision gate of the encoder, in order."""

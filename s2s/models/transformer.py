@@ -120,10 +120,13 @@ class Sublayer(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, cfg: TransformerDecoderSettings):
+    """Self-attention, then the feed-forward network; `self_attn` replaces the multi-head
+    self-attention the settings describe (image encoders give focal attention)."""
+
+    def __init__(self, cfg: TransformerDecoderSettings, self_attn: nn.Module | None = None):
         super().__init__()
         pre = cfg.norm == "pre"
-        self.self_attn = self_attention(cfg)
+        self.self_attn = self_attention(cfg) if self_attn is None else self_attn
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.act_dropout)
         self.attn_block = Sublayer(cfg.d_model, cfg.dropout, pre)
         self.ffn_block = Sublayer(cfg.d_model, cfg.dropout, pre)

@@ -28,6 +28,7 @@ class InspectRequest:
     head: int | str | None = None
     words: bool = False
     color: bool = True
+    patch: tuple[int, int] | None = None  # images: this patch's self-attention in the encoder
 
 
 class Task:

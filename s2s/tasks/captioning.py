@@ -3,7 +3,9 @@
 Attention over regions is read the same way as alignments in translation: the teacher-forced
 pass over the produced caption under a `Recorder` (`s2s.alignment.forced.image_attention`). Row t
 is the attention while emitting word t; upsampled from the region grid to the image, it is what
-a person overlays on the photo.
+a person overlays on the photo. A self-attention encoder (ViT, focal) adds, for a chosen patch,
+its attention in every layer, the rollout over the layers and, for focal attention, the fine
+region and the coarse sub-windows that patch attended to.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import numpy as np
 import torch
 
 from s2s.alignment.forced import default_choice, image_attention
-from s2s.alignment.metrics import select
+from s2s.alignment.metrics import rollout, select
 from s2s.alignment.probes import shapes_localisation
-from s2s.alignment.render import plot_overlays
+from s2s.alignment.render import PatchView, plot_overlays
+from s2s.attention.focal import FocalSelfAttention
 from s2s.data.batching import token_batches
 from s2s.data.captions import CaptionSplit, caption_lists
 from s2s.data.corpus import load_split
@@ -83,7 +86,7 @@ class CaptioningTask(Task):
         lines = []
         for path in inputs:
             target = output if len(inputs) == 1 else output.with_name(f"{Path(path).stem}-{output.name}")
-            caption = overlays(run, path, opts, target, request.layer, request.head)
+            caption = overlays(run, path, opts, target, request.layer, request.head, request.patch)
             lines.append(f"{path}: {caption}\nwrote {target}")
         return lines
 
@@ -127,9 +130,31 @@ def localisation(run: Run, src: torch.Tensor, captions: list[list[int]],
     return hits, total
 
 
-def overlays(run: Run, path: str, opts: DecodeOptions, output, layer, head) -> str:
+def patch_views(run: Run, encoder_self: np.ndarray, patch: tuple[int, int]) -> list[PatchView]:
+    """Patch (row, column)'s self-attention in each encoder layer (heads averaged; focal layers
+    with their regions) and its attention rollout, from weights (L, H, N, N)."""
+    h, w = run.model.grid_size
+    row, col = patch
+    if not (0 <= row < h and 0 <= col < w):
+        raise UserError(f"--patch {row},{col} is outside the {h}x{w} patch grid "
+                        f"(rows 0-{h - 1}, columns 0-{w - 1})")
+    index = row * w + col
+    views = []
+    for layer, name in enumerate(run.model.attention_names()["encoder-self"]):
+        module = run.model.get_submodule(name)
+        regions = tuple(module.regions(row, col)) if isinstance(module, FocalSelfAttention) else ()
+        views.append(PatchView(f"layer {layer}, patch {row},{col}",
+                               encoder_self[layer].mean(0)[index].reshape(h, w), patch, regions))
+    views.append(PatchView(f"rollout, patch {row},{col}", rollout(encoder_self)[index].reshape(h, w),
+                           patch))
+    return views
+
+
+def overlays(run: Run, path: str, opts: DecodeOptions, output, layer, head,
+             patch: tuple[int, int] | None = None) -> str:
     """Draw the image once per generated word with that word's attention over regions, and the
-    encoder's spatial gates and spatial-transformer transform when it has them."""
+    encoder's spatial gates and spatial-transformer transform when it has them; with `patch`,
+    that patch's self-attention in the encoder (`patch_views`)."""
     size = run.recipe.model.encoder.image_size
     images = load_images([path], size)
     src = model_inputs(run, images)
@@ -145,7 +170,13 @@ def overlays(run: Run, path: str, opts: DecodeOptions, output, layer, head) -> s
              if name in labels and labels[name].endswith("spatial gate")]  # (h, w) of CBAM
     thetas = [(labels[name], weights[0].cpu().numpy()) for name, weights in recorded.others.items()
               if labels.get(name) == "spatial transformer"]
+    views = []
+    if patch is not None:
+        if "encoder-self" not in recorded.kinds:
+            raise UserError(f"--patch needs an encoder with self-attention (vit or focal); this "
+                            f"run's encoder is {run.recipe.model.encoder.type}")
+        views = patch_views(run, recorded.kinds["encoder-self"][0].cpu().numpy(), patch)
     picture = images[0].permute(1, 2, 0).numpy()  # (H, W, 3)
     plot_overlays(picture, words, np.asarray(attention).reshape(len(words), h, w), gates, thetas,
-                  output, f"{run.recipe.name}: {result.text}")
+                  output, f"{run.recipe.name}: {result.text}", views)
     return result.text

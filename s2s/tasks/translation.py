@@ -59,6 +59,8 @@ class TranslationTask(Task):
 
     def inspect(self, run: Run, inputs: list[str], request: InspectRequest,
                 opts: DecodeOptions) -> list[str]:
+        if request.patch is not None:
+            raise UserError("--patch applies to images: a captioning run with a vit or focal encoder")
         source = " ".join(inputs).strip()
         if not source:
             raise UserError("nothing to inspect: the sentence is empty")
