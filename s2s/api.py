@@ -41,9 +41,10 @@ class InputError(UserError):
 
 
 def load(run_dir: str | Path, checkpoint: str = "best", device: str = "auto",
-         name: str | None = None) -> "Model":
-    """Open a run directory (as `s2s translate RUN_DIR` does) for use from Python."""
-    return Model(Run.open(run_dir, checkpoint, device), name)
+         name: str | None = None, quantize: str = "none") -> "Model":
+    """Open a run directory (as `s2s translate RUN_DIR` does) for use from Python;
+    `quantize="int8"` decodes with dynamic int8 linear layers (CPU)."""
+    return Model(Run.open(run_dir, checkpoint, device, quantize=quantize), name)
 
 
 def record_kinds(record: dict) -> list[str]:

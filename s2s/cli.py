@@ -35,6 +35,8 @@ decode_options = [
     click.option("--max-len", type=click.IntRange(0), default=0, help="Cap on output tokens."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
     click.option("--checkpoint", default="best", show_default=True, help="best, last or step-N."),
+    click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
+                 help="int8: decode with dynamic int8 linear layers (CPU; the run is unchanged)."),
 ]
 
 
@@ -78,14 +80,14 @@ def train(recipe, overrides, run_dir, resume, overwrite, device):
                    "`s2s export --to ctranslate2` folder always uses it).")
 @with_options(decode_options)
 def translate(run_dir, text, input_file, output_file, n_best, align, align_layer, align_head, engine,
-              beam, length_penalty, batch_size, max_len, device, checkpoint):
+              beam, length_penalty, batch_size, max_len, device, checkpoint, quantize):
     """Translate TEXT, or FILE / stdin line by line (one output line per input line)."""
     from s2s.alignment.forced import default_choice
     from s2s.cli_io import input_chunks, output_stream, parse_choice, write_translations
     from s2s.tasks import task_of
     from s2s.translate import DecodeOptions
 
-    run = open_for_translation(run_dir, checkpoint, device, engine)
+    run = open_for_translation(run_dir, checkpoint, device, engine, quantize)
     if align and run.model is None:
         raise UserError(f"{run_dir} is a CTranslate2 model: --align needs the s2s run's attention "
                         "(use `s2s translate RUN --engine ctranslate2 --align`)")
@@ -101,7 +103,8 @@ def translate(run_dir, text, input_file, output_file, n_best, align, align_layer
         write_translations(task.translate(run, chunks, opts, links), out, n_best)
 
 
-def open_for_translation(path: Path, checkpoint: str, device: str, engine: str | None):
+def open_for_translation(path: Path, checkpoint: str, device: str, engine: str | None,
+                         quantize: str = "none"):
     """An s2s run (decoded by s2s, or converted to CTranslate2 on the fly with --engine
     ctranslate2), or a folder made by `s2s export --to ctranslate2`."""
     from s2s.export import is_ctranslate2_export, need
@@ -111,7 +114,10 @@ def open_for_translation(path: Path, checkpoint: str, device: str, engine: str |
     if exported and engine == "s2s":
         raise UserError(f"{path} is a CTranslate2 model; it decodes with --engine ctranslate2 only")
     if not exported and engine != "ctranslate2":
-        return Run.open(path, checkpoint, device)
+        return Run.open(path, checkpoint, device, quantize=quantize)
+    if quantize != "none":
+        raise UserError("--quantize is for s2s's own decoding; CTranslate2 quantises at export "
+                        "(`s2s export RUN --to ctranslate2 OUT --quantization int8`)")
     need("ctranslate2")
     from s2s.export import ctranslate2 as ct2
 
@@ -139,7 +145,8 @@ def open_for_translation(path: Path, checkpoint: str, device: str, engine: str |
 @click.option("--json", "as_json", is_flag=True, help="Print scores as JSON.")
 @with_options(decode_options)
 def evaluate(run_dir, split, src_file, hyp, ref, alignments, pairs_file, output_file, metric_names,
-             baseline_dir, as_json, beam, length_penalty, batch_size, max_len, device, checkpoint):
+             baseline_dir, as_json, beam, length_penalty, batch_size, max_len, device, checkpoint,
+             quantize):
     """BLEU and chrF (and TER: sacreBLEU, with signatures) of a run on a split or on --src vs
     --ref, or of --hyp vs --ref; alignment error rate against gold alignments with --alignments
     and --data."""
@@ -169,7 +176,7 @@ def evaluate(run_dir, split, src_file, hyp, ref, alignments, pairs_file, output_
     from s2s.tasks.translation import read_parallel_files, score_gold_alignments
     from s2s.translate import DecodeOptions
 
-    run = Run.open(run_dir, checkpoint, device)
+    run = Run.open(run_dir, checkpoint, device, quantize=quantize)
     if alignments or pairs_file:
         if not (alignments and pairs_file):
             raise UserError("--alignments and --data go together")
@@ -182,7 +189,7 @@ def evaluate(run_dir, split, src_file, hyp, ref, alignments, pairs_file, output_
     pairs = read_parallel_files(src_file, ref) if src_file else None
     baseline = None
     if baseline_dir:
-        other = Run.open(baseline_dir, "best", device)
+        other = Run.open(baseline_dir, "best", device, quantize=quantize)
         baseline = (str(baseline_dir), other, DecodeOptions.from_run(other, **decoding))
     report, hyps = task_of(run.recipe).evaluate(run, split, opts, metrics, pairs, baseline)
     if output_file:
@@ -223,7 +230,7 @@ def average(run_dir, last, name):
                    "encoder layer, its rollout over the layers and (focal) the regions it used.")
 @with_options(decode_options)
 def inspect(run_dir, text, target, output, kind, layer, head, words, color, patch, beam,
-            length_penalty, batch_size, max_len, device, checkpoint):
+            length_penalty, batch_size, max_len, device, checkpoint, quantize):
     """Show the attention matrix of TEXT's translation, or export it; for a captioning run, TEXT
     is image files and -o draws each word's attention over the image."""
     from s2s.cli_io import parse_choice, parse_patch
@@ -232,7 +239,7 @@ def inspect(run_dir, text, target, output, kind, layer, head, words, color, patc
     from s2s.translate import DecodeOptions
 
     patch = parse_patch(patch)  # a malformed value fails before the run is loaded
-    run = Run.open(run_dir, checkpoint, device)
+    run = Run.open(run_dir, checkpoint, device, quantize=quantize)
     opts = DecodeOptions.from_run(run, beam=beam, length_penalty=length_penalty, max_len=max_len)
     request = InspectRequest(target=target, output=output, kind=kind,
                              layer=parse_choice(layer, None), head=parse_choice(head, None),
@@ -247,14 +254,15 @@ def inspect(run_dir, text, target, output, kind, layer, head, words, color, patc
 @click.argument("images", nargs=-1, required=True)
 @click.option("--n-best", type=click.IntRange(1), default=1, help="Print N captions per image, TAB score.")
 @with_options(decode_options)
-def caption(run_dir, images, n_best, beam, length_penalty, batch_size, max_len, device, checkpoint):
+def caption(run_dir, images, n_best, beam, length_penalty, batch_size, max_len, device, checkpoint,
+            quantize):
     """Caption IMAGES with a captioning run: one line per image."""
     from s2s.cli_io import write_translations
     from s2s.run import Run
     from s2s.tasks import task_of
     from s2s.translate import DecodeOptions
 
-    run = Run.open(run_dir, checkpoint, device)
+    run = Run.open(run_dir, checkpoint, device, quantize=quantize)
     opts = DecodeOptions.from_run(run, beam=beam, n_best=n_best, length_penalty=length_penalty,
                                   batch_size=batch_size, max_len=max_len)
     write_translations(task_of(run.recipe).caption(run, list(images), opts), sys.stdout, n_best)
@@ -288,7 +296,9 @@ def plot(run_dirs, output):
               help="How long a batch waits for another request to join it.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--checkpoint", default="best", show_default=True, help="best, last or step-N.")
-def serve(run_dirs, host, port, workers, api_key, max_batch, window_ms, device, checkpoint):
+@click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
+              help="int8: serve dynamic int8 copies of the models (CPU).")
+def serve(run_dirs, host, port, workers, api_key, max_batch, window_ms, device, checkpoint, quantize):
     """Serve RUN_DIRS over HTTP: translation, attention and captions (JSON API under /v1), and the
     attention explorer at /. Needs the `serve` extra: pip install "s2s[serve]"."""
     try:
@@ -299,7 +309,7 @@ def serve(run_dirs, host, port, workers, api_key, max_batch, window_ms, device, 
             raise
         raise UserError(f'`s2s serve` needs {e.name}: pip install "s2s[serve]"') from None
     run_service(list(run_dirs), host, port, workers, api_key, device, checkpoint, max_batch,
-                window_ms, say=lambda line: click.echo(line, err=True))
+                window_ms, quantize, say=lambda line: click.echo(line, err=True))
 
 
 @cli.command()

@@ -4,8 +4,8 @@ Weights become int8 once (per tensor), activations are quantized per batch as th
 the matrix multiplies run in int8 through PyTorch's own quantized backends: oneDNN on CPUs with
 AMX-INT8 tiles (there it is several times faster than fp32 at decoding shapes), x86/FBGEMM on
 the others. Every `nn.Linear` is converted, the output projection onto the vocabulary included
-(the largest matrix of a decoding step); embeddings, attention arithmetic and normalisation stay
-fp32. The quantized model is a copy: the fp32 model and its checkpoint are never touched.
+(the largest matrix of a decoding step), and the RNNs' GRU/LSTM layers (their input and recurrent
+matrices); embeddings, attention arithmetic and normalisation stay fp32. The quantized model is a copy: the fp32 model and its checkpoint are never touched.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def int8_engine() -> str:
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
-    """A copy of `model` (on the CPU, in eval mode) with dynamic int8 linear layers."""
+    """A copy of `model` (on the CPU, in eval mode) with dynamic int8 linear and RNN layers."""
     if next(model.parameters()).device.type != "cpu":
         raise UserError("--quantize int8 runs on the CPU; use --device cpu")
     torch.backends.quantized.engine = int8_engine()
@@ -37,4 +37,5 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         warnings.simplefilter("ignore")
         from torch.ao.quantization import quantize_dynamic
 
-        return quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear, nn.GRU, nn.LSTM},
+                                dtype=torch.qint8)

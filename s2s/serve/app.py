@@ -58,8 +58,9 @@ def model_names(run_dirs: list) -> list[str]:
     return names
 
 
-def load_models(run_dirs: list, checkpoint: str = "best", device: str = "auto") -> dict[str, Model]:
-    return {name: load(run_dir, checkpoint, device, name)
+def load_models(run_dirs: list, checkpoint: str = "best", device: str = "auto",
+                quantize: str = "none") -> dict[str, Model]:
+    return {name: load(run_dir, checkpoint, device, name, quantize)
             for name, run_dir in zip(model_names(run_dirs), run_dirs)}
 
 
@@ -221,7 +222,7 @@ def create_app(models: dict[str, Model], api_key: str | None = None, max_batch: 
 def app_from_environment() -> FastAPI:
     """The app of one `--workers` process: settings from the environment `serve` prepared."""
     config = json.loads(os.environ[CONFIG_ENV])
-    models = load_models(config["runs"], config["checkpoint"], config["device"])
+    models = load_models(config["runs"], config["checkpoint"], config["device"], config["quantize"])
     return create_app(models, os.environ.get(API_KEY_ENV), config["max_batch"], config["window"])
 
 
@@ -235,7 +236,8 @@ def check_port(host: str, port: int) -> None:
 
 def serve(run_dirs: list, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           api_key: str | None = None, device: str = "auto", checkpoint: str = "best",
-          max_batch: int | None = None, window_ms: float = 5.0, say=print) -> None:
+          max_batch: int | None = None, window_ms: float = 5.0, quantize: str = "none",
+          say=print) -> None:
     """Serve `run_dirs` until interrupted (`s2s serve`)."""
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
     if not is_loopback(host) and not api_key:
@@ -249,14 +251,15 @@ def serve(run_dirs: list, host: str = "127.0.0.1", port: int = 8000, workers: in
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
     settings = dict(host=host, port=port, log_level="warning", access_log=False)
     if workers == 1:
-        app = create_app(load_models(run_dirs, checkpoint, device), api_key, max_batch,
+        app = create_app(load_models(run_dirs, checkpoint, device, quantize), api_key, max_batch,
                          window_ms / 1000)
         say(f"serving {', '.join(names)} at {where} (the attention explorer; API under /v1, "
             "schema at /openapi.json); Ctrl-C stops")
         uvicorn.run(app, **settings)
         return
     os.environ[CONFIG_ENV] = json.dumps({"runs": [str(r) for r in run_dirs], "device": device,
-                                         "checkpoint": checkpoint, "max_batch": max_batch,
+                                         "checkpoint": checkpoint, "quantize": quantize,
+                                         "max_batch": max_batch,
                                          "window": window_ms / 1000})
     if api_key:
         os.environ[API_KEY_ENV] = api_key
