@@ -32,6 +32,16 @@ def test_import_and_help_do_not_import_torch(code):
     assert result.returncode == 0, result.stderr
 
 
+def test_translating_does_not_import_datasets(trained_run):
+    """`datasets` takes about a second to import; translating never reads a corpus."""
+    code = ("import s2s.cli, sys\n"
+            f"sys.argv = ['s2s', 'translate', {str(trained_run)!r}, '4 July 1998', '--device', 'cpu']\n"
+            "try: s2s.cli.main()\nexcept SystemExit as e: assert not e.code, e.code\n"
+            "assert 'datasets' not in sys.modules, 'datasets was imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr
+
+
 def test_load_is_the_api_model(trained_run):
     model = s2s.load(trained_run, device="cpu")
     assert isinstance(model, s2s.Model) and model.name == "tiny" and model.task == "translation"

@@ -14,18 +14,22 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 import torch
 
 from s2s.data.batching import Batch, pad
+from s2s.data.corpus import hf_datasets
 from s2s.data.images import image_errors, jitter, to_tensor
 from s2s.data.tokenizer import BOS, EOS, Tokenizer
 from s2s.errors import UserError
 from s2s.files import atomic_path
 from s2s.recipe import DataConfig
 from s2s.registry import did_you_mean
+
+if TYPE_CHECKING:
+    import datasets
 
 PUNCTUATION = re.compile(r"^[^\w]+$")
 
@@ -59,8 +63,8 @@ def image_fingerprint(ds: datasets.Dataset, column: str) -> str:
     """
     digest = hashlib.sha1()
     raw = ds.select_columns([column])
-    if isinstance(raw.features[column], datasets.Image):
-        raw = raw.cast_column(column, datasets.Image(decode=False))
+    if isinstance(raw.features[column], hf_datasets().Image):
+        raw = raw.cast_column(column, hf_datasets().Image(decode=False))
     for start in range(0, len(raw), 1000):
         for item in raw[start:start + 1000][column]:
             if isinstance(item, dict):
@@ -103,7 +107,7 @@ class CaptionSplit:
         """PIL images of these rows, decoded one by one so that a bad one can be named."""
         column, rows = self.image_column, list(map(int, image_indices))
         feature = self.ds.features[column]
-        if not isinstance(feature, datasets.Image):
+        if not isinstance(feature, hf_datasets().Image):
             return self.ds.select_columns([column])[rows][column]
         images = []
         for row, value in zip(rows, self._encoded[rows][column]):
@@ -114,8 +118,8 @@ class CaptionSplit:
     @functools.cached_property
     def _encoded(self) -> datasets.Dataset:
         """The image column as stored (bytes and path), not decoded."""
-        column = self.image_column
-        return self.ds.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+        column, stored = self.image_column, hf_datasets().Image(decode=False)
+        return self.ds.select_columns([column]).cast_column(column, stored)
 
     def batch(self, rows: np.ndarray) -> Batch:
         src = self.images(self.image_of_row[rows])

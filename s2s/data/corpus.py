@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Callable, Iterator
-
-import datasets
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from s2s.data import dates, shapes
 from s2s.errors import UserError
 from s2s.recipe import DataConfig
 from s2s.registry import did_you_mean
 
-datasets.disable_progress_bars()
-datasets.logging.set_verbosity_error()
+if TYPE_CHECKING:
+    import datasets
+
+
+def hf_datasets():
+    """The `datasets` library, imported on first use: it takes about a second, and translating,
+    inspecting and serving never need it."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    return datasets
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv",
                  ".parquet": "parquet", ".txt": "text"}
@@ -39,7 +47,7 @@ def generate_split(name: str, split: str, size: int, seed: int) -> datasets.Data
     """A generated split, streamed into a cached Arrow file (memory stays flat at any size)."""
     if size == 0:
         raise UserError(f"data.sizes.{split} is 0: the {name!r} generator would make an empty split")
-    return datasets.Dataset.from_generator(
+    return hf_datasets().Dataset.from_generator(
         _generated_rows, gen_kwargs={"name": name, "split": split, "size": size, "seed": seed},
         keep_in_memory=False)
 
@@ -67,7 +75,7 @@ def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
 
 def load_hub(hub_id: str, config: str | None, split: str) -> datasets.Dataset:
     try:
-        return datasets.load_dataset(hub_id, config, split=split)
+        return hf_datasets().load_dataset(hub_id, config, split=split)
     except ValueError as e:
         if "split" in str(e).lower():
             raise UserError(f"dataset {hub_id!r} has no split {split!r} ({e})") from None
@@ -90,8 +98,8 @@ def load_local(path: Path, split: str,
             raise UserError(f"unsupported data file {path}; use one of {', '.join(FILE_BUILDERS)}")
         return load_files([path], split, columns)
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-        saved = datasets.load_from_disk(str(path))
-        if isinstance(saved, datasets.Dataset):
+        saved = hf_datasets().load_from_disk(str(path))
+        if isinstance(saved, hf_datasets().Dataset):
             return saved
         if split not in saved:
             raise UserError(f"no split {split!r} in {path} (it has: {', '.join(saved)})")
@@ -104,7 +112,7 @@ def load_local(path: Path, split: str,
     if any(f.is_file() for f in parallel):
         return load_parallel_text(parallel, columns)
     if (path / split).is_dir():
-        return datasets.load_dataset("imagefolder", data_dir=str(path), split=split)
+        return hf_datasets().load_dataset("imagefolder", data_dir=str(path), split=split)
     present = sorted({p.stem.split("-")[0] for p in path.iterdir() if p.suffix in FILE_BUILDERS}
                      | {p.name for p in path.iterdir() if p.is_dir()})
     raise UserError(f"no split {split!r} in {path} (found: {', '.join(present) or 'nothing'}); "
@@ -119,7 +127,7 @@ def load_files(files: list[Path], split: str,
         raise UserError(f"split {split!r} is empty ({', '.join(map(str, files))})")
     options = tsv_options(files[0], columns) if files[0].suffix == ".tsv" else {}
     try:
-        return datasets.load_dataset(FILE_BUILDERS[files[0].suffix],
+        return hf_datasets().load_dataset(FILE_BUILDERS[files[0].suffix],
                                      data_files={split: [str(f) for f in files]}, split=split,
                                      **options)
     except Exception as e:  # pyarrow/json/csv parse errors have many types
@@ -143,7 +151,7 @@ def tsv_options(first: Path, columns: tuple[str, str]) -> dict:
     names = fields if header else list(columns)
     return {"sep": "\t", "quoting": csv.QUOTE_NONE, "na_filter": False,
             "header": 0 if header else None, "column_names": names,
-            "features": datasets.Features({n: datasets.Value("string") for n in names})}
+            "features": hf_datasets().Features({n: hf_datasets().Value("string") for n in names})}
 
 
 def load_parallel_text(files: list[Path], columns: tuple[str, str]) -> datasets.Dataset:
@@ -155,7 +163,7 @@ def load_parallel_text(files: list[Path], columns: tuple[str, str]) -> datasets.
     sides = []
     for f, column in zip(files, columns):
         try:
-            side = datasets.load_dataset("text", data_files={"train": [str(f)]}, split="train")
+            side = hf_datasets().load_dataset("text", data_files={"train": [str(f)]}, split="train")
         except Exception as e:  # decoding errors and the like
             raise UserError(f"cannot read {f}: {type(e).__name__} "
                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
@@ -163,7 +171,7 @@ def load_parallel_text(files: list[Path], columns: tuple[str, str]) -> datasets.
     if len(sides[0]) != len(sides[1]):
         raise UserError(f"{src} has {len(sides[0]):,} lines but {tgt} has {len(sides[1]):,}; "
                         "parallel text files need one sentence per line on both sides")
-    return datasets.concatenate_datasets(sides, axis=1)
+    return hf_datasets().concatenate_datasets(sides, axis=1)
 
 
 def text_pairs(ds: datasets.Dataset, cfg: DataConfig) -> datasets.Dataset:
