@@ -96,3 +96,12 @@ def test_yaml_syntax_errors_name_the_file_line_and_column(tmp_path, text, line, 
         load_recipe(str(path))
     message = str(error.value)
     assert f"{path}, line {line}, column {column}:" in message and "\n" not in message, message
+
+
+def test_every_shipped_recipe_stops_at_a_step_count():
+    """Wall-clock limits give a different model on a slower or busier machine."""
+    from s2s.recipe_files import packaged_recipes
+
+    for name in packaged_recipes():
+        train = load_recipe(name).train
+        assert train.max_steps and not train.max_minutes, name
