@@ -3,7 +3,8 @@
     python bench/export_speed.py RUN_DIR [--split test] [--threads 2] [--batch-size 64]
 
 Exports the run's best checkpoint to CTranslate2 (float32 and int8, into a temporary folder),
-translates the split with each system, greedy and beam 5, and prints one JSON line per
+translates the split with each system (and with s2s's own `--quantize int8`), greedy and beam 5,
+and prints one JSON line per
 (system, search): sentences per second (translation only, models already loaded), BLEU
 (sacreBLEU), and the share of output lines identical to s2s's own with the same search. Ends
 with the machine's load average, since timings are only final on an idle machine.
@@ -39,13 +40,13 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="First N sentences only (smoke tests).")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    run = Run.open(a.run_dir, "best", "cpu")
+    run = Run.open(a.run_dir, "best", "cpu", precision="fp32")  # what CTranslate2 float32 computes
     pairs = text_pairs(load_split(run.recipe.data, a.split), run.recipe.data)
     sources, references = list(pairs["src"]), list(pairs["tgt"])
     if a.limit:
         sources, references = sources[:a.limit], references[:a.limit]
     with tempfile.TemporaryDirectory() as tmp:
-        systems = {"s2s": run}
+        systems = {"s2s": run, "s2s-int8": Run.open(a.run_dir, "best", "cpu", quantize="int8")}
         for quantization in ("float32", "int8"):
             out = export_ctranslate2(run, Path(tmp) / quantization, quantization)
             systems[f"ctranslate2-{quantization}"] = open_export(out, threads=a.threads)
