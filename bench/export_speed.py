@@ -4,10 +4,10 @@
 
 Exports the run's best checkpoint to CTranslate2 (float32 and int8, into a temporary folder),
 translates the split with each system (and with s2s's own `--quantize int8`), greedy and beam 5,
-and prints one JSON line per
-(system, search): sentences per second (translation only, models already loaded), BLEU
-(sacreBLEU), and the share of output lines identical to s2s's own with the same search. Ends
-with the machine's load average, since timings are only final on an idle machine.
+and prints one JSON line per (system, search): sentences per second (translation only, models
+already loaded), BLEU (sacreBLEU), and the share of output lines identical to s2s's own (fp32)
+with the same search. Ends with the machine's load average, since timings are only final on an
+idle machine.
 """
 
 from __future__ import annotations
