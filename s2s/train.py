@@ -129,7 +129,11 @@ class Trainer:
         load_weights(self.model, where)
         state = load_trainer_state(where)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.progress = Progress(**state["progress"])
+        progress = dict(state["progress"])
+        if "validated" not in progress:  # saved before s2s recorded it: metrics.jsonl knows
+            done = progress["step"] in validated_steps(self.run_dir / METRICS_FILE)
+            progress["validated"] = progress["step"] if done else 0
+        self.progress = Progress(**progress)
         torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda_rng"])
@@ -343,6 +347,20 @@ def keep_metrics_until(path: Path, step: int) -> None:
             kept.append(line)
     if kept != lines:
         atomic_write_text(path, "".join(kept))
+
+
+def validated_steps(path: Path) -> set[int]:
+    """The steps with a validation line in metrics.jsonl."""
+    steps = set()
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("kind") == "valid":
+                steps.add(record.get("step"))
+    return steps
 
 
 class StopRequested(Exception):

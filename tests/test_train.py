@@ -317,7 +317,9 @@ def metric_records(run_dir):
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_resuming_a_finished_run_changes_nothing(straight_run, tmp_path):
+@pytest.mark.parametrize("saved_by", ["this version", "an older version"])
+def test_resuming_a_finished_run_changes_nothing(straight_run, tmp_path, saved_by):
+    """Also for a checkpoint from before trainer states recorded the last validated step."""
     import shutil
 
     from click.testing import CliRunner
@@ -326,6 +328,11 @@ def test_resuming_a_finished_run_changes_nothing(straight_run, tmp_path):
 
     run_dir = tmp_path / "run"
     shutil.copytree(straight_run[0], run_dir, symlinks=True)
+    if saved_by == "an older version":
+        state_file = run_dir / "checkpoints" / "last" / "trainer.pt"
+        state = torch.load(state_file, weights_only=True)
+        del state["progress"]["validated"]
+        torch.save(state, state_file)
     metrics = (run_dir / "metrics.jsonl").read_bytes()
     ckpts = {p.name: p.stat().st_mtime_ns for p in (run_dir / "checkpoints").iterdir()}
     result = CliRunner().invoke(cli, ["train", str(run_dir), "--resume", "--device", "cpu"])
