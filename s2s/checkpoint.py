@@ -28,7 +28,7 @@ from s2s.errors import UserError
 from s2s.files import atomic_directory
 
 WEIGHTS, TRAINER = "model.safetensors", "trainer.pt"
-ASIDE = ".old."  # atomic_directory renames a re-saved step into .NAME.old.*/NAME until the new one is in
+ASIDE = ".old."  # a re-saved step waits in .NAME.old.*/NAME until its new copy is in (files.py)
 
 
 def step_name(step: int) -> str:
