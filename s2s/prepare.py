@@ -44,11 +44,12 @@ def run_splits(recipe: Recipe, task: Task, tokenizer: Tokenizer, model, run_dir:
     data, cache = recipe.data, Path(run_dir) / "cache"
     splits, missing = {}, {}
     for split in ("train", "validation"):
-        raw = load_split(data, split)
-        if dist.is_main():  # rank 0 tokenises and caches; the others read the cache
+        if dist.is_main():  # rank 0 loads (generates), tokenises and caches; the others read
+            raw = load_split(data, split)
             splits[split] = task.split(raw, data, tokenizer, model, cache, split)
         dist.barrier()
         if not dist.is_main():
+            raw = load_split(data, split)
             splits[split] = task.split(raw, data, tokenizer, model, cache, split)
         n = task.missing_rows(raw, data)  # rows without a source or target: left out
         missing[split] = f" ({n:,} dropped: no source or target)" if n else ""
