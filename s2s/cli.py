@@ -36,7 +36,7 @@ decode_options = [
     click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
     click.option("--checkpoint", default="best", show_default=True, help="best, last or step-N."),
     click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
-                 help="int8: decode with dynamic int8 linear layers (CPU; the run is unchanged)."),
+                 help="int8: decode with dynamic int8 linear and RNN layers (CPU; the run is unchanged)."),
 ]
 
 
