@@ -35,8 +35,10 @@ decode_options = [
     click.option("--max-len", type=click.IntRange(0), default=0, help="Cap on output tokens."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
     click.option("--checkpoint", default="best", show_default=True, help="best, last or step-N."),
-    click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
-                 help="int8: decode with dynamic int8 linear and RNN layers (CPU; the run is unchanged)."),
+    click.option("--quantize", type=click.Choice(["none", "int8"]), default="none",
+                 show_default=True,
+                 help="int8: decode with dynamic int8 linear and RNN layers (CPU; the run is "
+                      "unchanged)."),
 ]
 
 
