@@ -13,32 +13,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"s2s serve exited with code {server.returncode}")
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2)
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"s2s serve did not answer at {url} within {seconds:.0f} s")
+from served import served  # bench/, this script's folder
 
 
 def main() -> None:
@@ -53,30 +32,34 @@ def main() -> None:
     parser.add_argument("--size", default="1200,1000", help="window width,height")
     args = parser.parse_args()
 
+    profile = tempfile.mkdtemp(prefix="s2s-chromium-")
+    try:
+        with served([str(args.run)]) as port:
+            screenshot(f"http://127.0.0.1:{port}/", profile, args)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    print(f"wrote {args.output}")
+
+
+def screenshot(url: str, profile: str, args: argparse.Namespace) -> None:
+    """Open the page, translate the sentence, pick the view, hover the word, save the window."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "s2s", "serve", str(args.run), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    profile = tempfile.mkdtemp(prefix="s2s-chromium-")
-    driver = None
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", f"--window-size={args.size}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
+                              options=options)
     try:
-        wait_until_up(url, server)
-        options = webdriver.ChromeOptions()
-        options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     f"--user-data-dir={profile}", f"--window-size={args.size}"):
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
-                                  options=options)
         until = WebDriverWait(driver, 120).until
-        driver.get(url + "/")
+        driver.get(url)
         until(lambda d: d.find_element(By.ID, "model").get_attribute("value"))
         box = driver.find_element(By.ID, "source")
         box.clear()
@@ -88,18 +71,12 @@ def main() -> None:
                 Select(driver.find_element(By.ID, select)).select_by_value(value)
         words = driver.find_elements(By.CSS_SELECTOR, "#row-tokens .tok")
         ActionChains(driver).move_to_element(words[min(args.hover, len(words) - 1)]).perform()
-        time.sleep(0.3)
+        time.sleep(0.3)  # let the highlight render
         args.output.parent.mkdir(parents=True, exist_ok=True)
         if not driver.save_screenshot(str(args.output)):
             raise SystemExit(f"could not write {args.output}")
-        print(f"wrote {args.output}")
     finally:
-        if driver is not None:
-            driver.quit()
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(profile, ignore_errors=True)
-
+        driver.quit()
 
 if __name__ == "__main__":
     main()

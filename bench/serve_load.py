@@ -22,12 +22,13 @@ import http.client
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+from served import served  # bench/, this script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = """
@@ -58,12 +59,6 @@ def source_column(run_dir: Path) -> str | None:
 
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
     return recipe.get("data", {}).get("src")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(connection, body: bytes) -> tuple[int, dict]:
@@ -154,22 +149,7 @@ def main() -> None:
     print(f"s2s translate -i: {baseline:.1f} sentences/s ({len(sentences)} sentences, beam {beam})",
           flush=True)
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "s2s", "serve", str(args.run_dir), "--port",
-                               str(port), "--device", args.device], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if server.poll() is not None:
-                sys.exit(f"s2s serve stopped: {server.stderr.read()}")
-            try:
-                health(port)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    sys.exit("s2s serve did not come up in 5 minutes")
-                time.sleep(0.3)
+    with served([str(args.run_dir)], "--device", args.device, env=env) as port:
         results = []
         for clients in (int(c) for c in args.clients.split(",")):
             result = load(port, sentences, clients, args.seconds, args.beam)
@@ -180,9 +160,6 @@ def main() -> None:
                   f"{result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms, "
                   f"{result['sentences_per_batch']:.1f} sentences per batch, "
                   f"errors {result['errors']} {result['first_errors'] or ''}", flush=True)
-    finally:
-        server.terminate()
-        server.wait(30)
     print(json.dumps({"run": str(args.run_dir), "sentences": len(sentences), "beam": int(beam),
                       "translate_sentences_per_s": baseline, "loads": results}, indent=2))
 
