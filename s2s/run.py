@@ -17,6 +17,7 @@ from s2s.checkpoint import load_weights, resolve_checkpoint
 from s2s.data.tokenizer import Tokenizer
 from s2s.errors import UserError
 from s2s.models import Seq2Seq, build_model
+from s2s.packed import pack_linears
 from s2s.quantize import quantize_int8
 from s2s.recipe import Recipe, recipe_from_dict
 from s2s.recipe_files import read_yaml
@@ -97,4 +98,6 @@ class Run:
             raise UserError(f"--quantize must be none or int8, not {quantize!r}")
         if quantize == "int8":
             model, precision = quantize_int8(model), "fp32"  # int8 matmuls, fp32 elsewhere
+        elif dev.type == "cpu" and precision == "fp32":
+            pack_linears(model)  # oneDNN-packed weights: faster at decoding's row counts
         return cls(run_dir, recipe, tokenizer, model, dev, precision, where)
