@@ -1,5 +1,8 @@
 """Decoding a trained run in fp32, bf16 and int8 (`--quantize int8`) side by side.
 
+fp32 is what `s2s translate` runs on a CPU (linear weights packed for oneDNN, `s2s.packed`);
+fp32-unpacked is the same model through plain `nn.Linear`, to show what packing gains.
+
     python bench/quantize.py bench-runs/dates-rnn-bahdanau --split test
     python bench/quantize.py runs/multi30k-de-en-transformer --data ../shared/data/multi30k --beams 1,5
 
@@ -23,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from s2s.data.corpus import load_split, text_pairs  # noqa: E402
 from s2s.evaluate import score  # noqa: E402
+from s2s.packed import unpack_linears  # noqa: E402
 from s2s.quantize import int8_engine  # noqa: E402
 from s2s.run import Run, fast_bf16  # noqa: E402
 from s2s.translate import DecodeOptions, translate  # noqa: E402
@@ -41,7 +45,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     runs = {"fp32": Run.open(args.run_dir, device="cpu", precision="fp32"),
+            "fp32-unpacked": Run.open(args.run_dir, device="cpu", precision="fp32"),
             "int8": Run.open(args.run_dir, device="cpu", quantize="int8")}
+    unpack_linears(runs["fp32-unpacked"].model)
     if fast_bf16(torch.device("cpu")):
         runs["bf16"] = Run.open(args.run_dir, device="cpu", precision="bf16")
     data = runs["fp32"].recipe.data

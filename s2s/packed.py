@@ -58,3 +58,10 @@ def pack_linears(model: nn.Module) -> int:
             layer.__class__ = nn.Linear
         return 0
     return len(layers)
+
+
+def unpack_linears(model: nn.Module) -> None:
+    """Undo `pack_linears`: every `PackedLinear` computes as `nn.Linear` again (for comparisons)."""
+    for module in model.modules():
+        if isinstance(module, PackedLinear):
+            module.__class__ = nn.Linear

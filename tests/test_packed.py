@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from s2s.data.corpus import load_split, text_pairs
-from s2s.packed import PackedLinear, pack_linears
+from s2s.packed import PackedLinear, pack_linears, unpack_linears
 from s2s.run import Run
 from s2s.translate import DecodeOptions, translate_ids
 
@@ -48,9 +48,8 @@ def test_runs_opened_for_cpu_decoding_are_packed_and_translate_the_same(transfor
     sources = run.tokenizer.encode_src(list(pairs["src"])[:200])
     opts = DecodeOptions.from_run(run, beam=4, n_best=2)
     packed = translate_ids(run, sources, opts)
-    for module in run.model.modules():
-        if isinstance(module, PackedLinear):
-            module.__class__ = nn.Linear
+    unpack_linears(run.model)
+    assert not any(isinstance(m, PackedLinear) for m in run.model.modules())
     plain = translate_ids(run, sources, opts)
     assert [[h.text for h in n] for n in packed] == [[h.text for h in n] for n in plain]
     scores = [(a.score, b.score) for x, y in zip(packed, plain) for a, b in zip(x, y)]
