@@ -177,6 +177,28 @@ def test_focal_weights_spread_over_patches_rows_sum_to_one(grid, window, levels)
     assert x.grad.abs().sum() > 0 and all(p.grad is not None for p in focal.parameters())
 
 
+@pytest.mark.parametrize("grid, window, levels", [((8, 8), 2, 2), ((5, 7), 2, 3), ((6, 6), 3, 1),
+                                                  ((16, 16), 2, 3)])
+def test_focal_windows_and_one_masked_attention_over_the_bank_agree(grid, window, levels):
+    """Small grids run one masked attention over the whole bank, large ones per window."""
+    torch.manual_seed(0)
+    focal = FocalSelfAttention(16, 2, grid, window, levels)
+    x = torch.randn(2, grid[0] * grid[1], 16)
+    found = {}
+    for dense in (True, False):
+        focal.dense = dense
+        with record_attention():
+            recorded = focal(x)  # weights spread over the patches
+        found[dense] = (recorded, focal(x))  # and the fused kernel, no weights
+    for mine, theirs in zip(found[True], found[False]):
+        torch.testing.assert_close(mine.out, theirs.out)
+        assert (mine.weights is None) == (theirs.weights is None)
+        if mine.weights is not None:
+            torch.testing.assert_close(mine.weights, theirs.weights)
+    assert FocalSelfAttention(16, 2, (8, 8), 2, 2).dense
+    assert not FocalSelfAttention(16, 2, (16, 16), 2, 3).dense  # the bank is 9 times the keys
+
+
 def test_focal_patch_attends_near_finely_and_far_coarsely():
     focal = FocalSelfAttention(16, 2, (8, 8), window=2, levels=2)
     regions = dict(focal.regions(3, 4))
