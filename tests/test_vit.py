@@ -54,31 +54,6 @@ def test_patch_r_c_of_the_image_lands_at_grid_position_r_c(row, col):
     assert tokens.nonzero().flatten().tolist() == [row * 4 + col]
 
 
-@pytest.mark.parametrize("stem, reach", [("patch", 0), ("overlap", 1), ("conv", 1)])
-def test_every_stem_keeps_patches_in_place(stem, reach):
-    """A patch vector sees its own patch and at most `reach` patches around it (a conv stem of
-    three stride-2 3x3 convolutions: 15 pixels), so grid cell (r, c) is still about patch (r, c)."""
-    from s2s.models.vit import patch_embedding
-
-    torch.manual_seed(0)
-    embed = patch_embedding(ViTEncoderConfig(**SMALL, stem=stem), 3, pixels=True).eval()
-    image = torch.rand(1, 3, 32, 32)
-    changed = image.clone()
-    changed[:, :, 8:16, 16:24] = 0.0  # patch (1, 2)
-    moved = (embed(changed) - embed(image)).abs().amax(1)[0] > 1e-6  # (4, 4)
-    assert embed(image).shape == (1, 32, 4, 4) and moved[1, 2]
-    rows, cols = moved.nonzero().t()
-    assert (rows - 1).abs().max() <= reach and (cols - 2).abs().max() <= reach
-    for module in embed.modules():  # equal weights: a cell's pixels weigh symmetrically
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.constant_(module.weight, 0.01)
-    pixels = torch.full((1, 3, 32, 32), 0.5, requires_grad=True)
-    embed(pixels)[0, :, 1, 2].sum().backward()
-    weight = pixels.grad.abs().sum((0, 1))  # (32, 32): how much each pixel feeds cell (1, 2)
-    centre = [(weight.sum(axis) * torch.arange(32.0)).sum() / weight.sum() for axis in (1, 0)]
-    assert torch.allclose(torch.stack(centre), torch.tensor([11.5, 19.5]))  # patch (1, 2)'s centre
-
-
 def test_positions_tell_rows_and_columns_apart():
     table = positions_2d(16, 3, 5)  # (D, h, w)
     assert table.shape == (16, 3, 5)
@@ -93,11 +68,6 @@ def test_bad_encoder_settings_are_user_errors():
         captioner(ViTEncoderConfig(**{**SMALL, "patch": 6}))
     with pytest.raises(UserError, match="d_model .*multiple of 4"):
         captioner(ViTEncoderConfig(**{**SMALL, "d_model": 30, "heads": 3}))
-    with pytest.raises(UserError, match=r"patch \(6\) must be a power of 2"):
-        captioner(ViTEncoderConfig(**{**SMALL, "image_size": 36, "patch": 6, "stem": "conv"}))
-    with pytest.raises(UserError, match="stem: overlap is for pixels"):
-        captioner(ViTEncoderConfig(**{**SMALL, "image_size": 64, "patch": 1, "stem": "overlap"},
-                                   backbone="efficientnet", stage=6, pretrained=False))
     with pytest.raises(UserError, match=r"model.encoder.d_model \(32\) must be divisible by "
                                         r"model.encoder.heads \(3\)"):
         load_recipe("shapes-caption-vit", ["model.encoder.d_model=32", "model.encoder.heads=3"])

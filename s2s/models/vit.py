@@ -36,11 +36,6 @@ class PatchEncoderSettings:
 
     image_size: PositiveInt = 64  # images are resized (shorter side) and centre-cropped to this
     patch: PositiveInt = 8  # patch side in pixels, or in backbone grid cells
-    # how pixels become patch vectors: `patch` = one linear map of each patch (the ViT paper);
-    # `overlap` = each patch's vector also sees half a patch around it (kernel 2 x patch, as
-    # PVT v2); `conv` = log2(patch) stride-2 convolutions with BatchNorm (after Xiao et al. 2021:
-    # early convolutions make ViTs train faster and more stably)
-    stem: Literal["patch", "overlap", "conv"] = "patch"
     d_model: PositiveInt = 128  # a multiple of 4 (2-D positions) and of heads
     heads: PositiveInt = 4
     ffn_dim: PositiveInt = 256
@@ -86,31 +81,6 @@ def layer_settings(cfg: PatchEncoderSettings) -> TransformerDecoderSettings:
                                       activation=cfg.activation, norm=cfg.norm)
 
 
-def patch_embedding(cfg: PatchEncoderSettings, in_channels: int, pixels: bool) -> nn.Module:
-    """The stem: (B, C, S, S) -> (B, d_model, S / patch, S / patch), every output cell centred on
-    its patch. The conv stem uses 4x4 kernels (padding 1): with 3x3 ones each stride-2 layer moves
-    the centre half an input pixel up and left, 3.5 pixels for three layers, and attention
-    that peaks on an object would then be drawn, and scored, 3.5 pixels off."""
-    p, d = cfg.patch, cfg.d_model
-    if cfg.stem != "patch" and not pixels:
-        raise UserError(f"model.encoder.stem: {cfg.stem} is for pixels; a backbone's cells are "
-                        "already features (use stem: patch)")
-    if cfg.stem == "overlap":
-        return nn.Conv2d(in_channels, d, 2 * p if p > 1 else 1, stride=p, padding=p // 2)
-    if cfg.stem == "conv":
-        if p & (p - 1) or p < 2:
-            raise UserError(f"model.encoder.stem: conv halves the image per convolution, so "
-                            f"model.encoder.patch ({p}) must be a power of 2 from 2 up")
-        layers, channels = [], in_channels
-        for i in range(p.bit_length() - 1):
-            out = max(d // 2 ** (p.bit_length() - 2 - i), 16)
-            layers += [nn.Conv2d(channels, out, 4, stride=2, padding=1, bias=False),
-                       nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
-            channels = out
-        return nn.Sequential(*layers, nn.Conv2d(channels, d, 1))
-    return nn.Conv2d(in_channels, d, p, stride=p)
-
-
 class PatchEncoder(nn.Module):
     """Patch embedding, 2-D positions, Transformer encoder layers: (B, C, S, S) -> (B, D, h, w).
 
@@ -130,7 +100,7 @@ class PatchEncoder(nn.Module):
                             "(half the channels encode the row, half the column)")
         grid = (in_size // cfg.patch, in_size // cfg.patch)
         self.pixels, self.dropout = pixels, cfg.dropout
-        self.embed = patch_embedding(cfg, in_channels, pixels)
+        self.embed = nn.Conv2d(in_channels, cfg.d_model, cfg.patch, stride=cfg.patch)
         self.register_buffer("positions", positions_2d(cfg.d_model, *grid), persistent=False)
         settings = layer_settings(cfg)
         self.layers = nn.ModuleList(
