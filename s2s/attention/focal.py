@@ -37,7 +37,7 @@ from s2s.attention.core import Attended, masked_softmax, recording
 from s2s.attention.multihead import MultiHeadAttention
 from s2s.errors import UserError
 
-DENSE_BANK_RATIO = 4  # run one masked attention over the bank while it is at most 4x the keys
+DENSE_BANK_RATIO = 4  # one masked attention over the bank while it is at most 4x a window's keys
 Box = tuple[int, int, int, int]  # (top, left, bottom, right) in patches, bottom and right exclusive
 
 
@@ -68,8 +68,7 @@ class FocalSelfAttention(MultiHeadAttention):
         self.register_buffer("key_index", keys, persistent=False)  # (windows, K) into the bank
         self.register_buffer("key_valid", valid, persistent=False)  # (windows, K)
         self.register_buffer("patch_slot", slots, persistent=False)  # (N,) into windows x W*W
-        # a small grid: every window's keys as one mask over the whole bank (see `forward`)
-        self.dense = self.starts[-1] + 1 <= DENSE_BANK_RATIO * keys.size(1)
+        self.dense = self.starts[-1] + 1 <= DENSE_BANK_RATIO * keys.size(1)  # see `_dense`
         window_of_patch = slots // (window * window)  # (N,)
         allowed = torch.zeros(h * w, self.starts[-1] + 1, dtype=torch.bool)
         allowed.scatter_(1, keys[window_of_patch], valid[window_of_patch])
@@ -106,50 +105,21 @@ class FocalSelfAttention(MultiHeadAttention):
         return torch.tensor(queries), keys.clamp(min=0).where(keys >= 0, empty), keys >= 0, slots
 
     def _bank(self, tokens: Tensor) -> Tensor:
-        """Patches (B, N, C), then each level's summaries, then one empty slot: (B, M + 1, C)."""
-        b, n, c = tokens.shape
+        """Patches (B, N, D), then each level's summaries, then one empty slot, per head:
+        (B, H, M + 1, Dh)."""
+        b, n, d = tokens.shape
         (h, w), parts = self.grid, [tokens]
         for level, (pool, (rows, cols)) in enumerate(zip(self.pools, self.cells)):
-            grid = tokens.view(b, h, w, c)
-            if rows * pool != h or cols * pool != w:
-                grid = F.pad(grid, (0, 0, 0, cols * pool - w, 0, rows * pool - h))
-            sums = grid.view(b, rows, pool, cols, pool, c).sum((2, 4)).view(b, rows * cols, c)
+            grid = F.pad(tokens.view(b, h, w, d), (0, 0, 0, cols * pool - w, 0, rows * pool - h))
+            sums = grid.view(b, rows, pool, cols, pool, d).sum((2, 4)).view(b, rows * cols, d)
             parts.append(sums / getattr(self, f"counts_{level}"))  # partial sub-windows: real patches
-        return torch.cat([*parts, tokens.new_zeros(b, 1, c)], 1)
+        return self.split_heads(torch.cat([*parts, tokens.new_zeros(b, 1, d)], 1))
 
-    @property
-    def tiled(self) -> bool:
-        """Whether the query windows tile the grid exactly (then windows are a reshape away)."""
-        return self.grid[0] % self.window == 0 and self.grid[1] % self.window == 0
-
-    def _by_window(self, x: Tensor) -> Tensor:
-        """Patches (B, H, N, Dh) -> (B, H, windows, W*W, Dh); slots past the grid are zeros."""
-        b, heads, n, dim = x.shape
-        (h, w), s = self.grid, self.window
-        if self.tiled:
-            x = x.view(b, heads, h // s, s, w // s, s, dim).transpose(3, 4)
-            return x.reshape(b, heads, -1, s * s, dim)
-        x = torch.cat([x, x.new_zeros(b, heads, 1, dim)], 2)  # slot N: the empty query
-        return x.index_select(2, self.query_index.flatten()).view(b, heads, *self.query_index.shape, dim)
-
-    def _by_patch(self, x: Tensor) -> Tensor:
-        """The inverse of `_by_window`: (B, H, windows, W*W, Dh) -> (B, H, N, Dh)."""
-        b, heads, _, _, dim = x.shape
-        (h, w), s = self.grid, self.window
-        if self.tiled:
-            x = x.view(b, heads, h // s, w // s, s, s, dim).transpose(3, 4)
-            return x.reshape(b, heads, h * w, dim)
-        return x.flatten(2, 3).index_select(2, self.patch_slot)
-
-    def _window_keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Keys and values of every window, (B, H, windows, K, Dh) each: both projections go
-        through one bank and one gather (their channels side by side)."""
-        b, n, d = x.shape
-        kv = self._bank(torch.cat([self.k_proj(x), self.v_proj(x)], -1))  # (B, M + 1, 2D)
-        kv = kv.view(b, -1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (2, B, H, M+1, Dh)
-        kv = kv.index_select(3, self.key_index.flatten())
-        keys, values = kv.view(2, b, self.heads, *self.key_index.shape, self.head_dim).unbind(0)
-        return keys, values
+    @staticmethod
+    def _gather(x: Tensor, index: Tensor) -> Tensor:
+        """Rows `index` (windows, length) of x (B, H, rows, Dh) -> (B, H, windows, length, Dh)."""
+        b, heads, _, dim = x.shape
+        return x.index_select(2, index.flatten()).view(b, heads, *index.shape, dim)
 
     def forward(self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None,
                 prepared=None, state=None) -> Attended:
@@ -162,8 +132,10 @@ class FocalSelfAttention(MultiHeadAttention):
             raise ValueError(f"focal attention built for a {self.grid} grid got {n} patches")
         if self.dense:
             return self._dense(x)
-        queries = self._by_window(self.split_heads(self.q_proj(x)))  # (B, H, windows, W*W, Dh)
-        keys, values = self._window_keys_values(x)  # (B, H, windows, K, Dh) each
+        q = self.split_heads(torch.cat([self.q_proj(x), x.new_zeros(b, 1, d)], 1))  # (B, H, N + 1, Dh)
+        queries = self._gather(q, self.query_index)  # (B, H, windows, W*W, Dh)
+        keys = self._gather(self._bank(self.k_proj(x)), self.key_index)  # (B, H, windows, K, Dh)
+        values = self._gather(self._bank(self.v_proj(x)), self.key_index)
         allowed = self.key_valid[:, None, :]  # (windows, 1, K)
         dropout = self.dropout if self.training else 0.0
         if recording():
@@ -176,20 +148,18 @@ class FocalSelfAttention(MultiHeadAttention):
             allowed = allowed.expand(self.heads, *allowed.shape).flatten(0, 1)[None]
             out = F.scaled_dot_product_attention(*flat, attn_mask=allowed, dropout_p=dropout)
             out = out.view(queries.shape)  # (B, H, windows, W*W, Dh)
-        out = self._by_patch(out)  # (B, H, N, Dh)
+        out = out.flatten(2, 3).index_select(2, self.patch_slot)  # (B, H, N, Dh)
         out = out.transpose(1, 2).reshape(b, n, d)  # (B, N, D)
         return Attended(self.out_proj(out), None if weights is None else self.spread(weights))
 
     def _dense(self, x: Tensor) -> Attended:
         """The same attention as one masked attention of every patch over the whole bank: each
-        patch's row of `dense_mask` allows exactly its window's keys. On a small grid (the bank
-        at most DENSE_BANK_RATIO times a window's keys) this is a few larger matrix products
-        instead of thousands of tiny ones, and no gathering: 3.5 times faster on the CPU for
-        the 8x8 grid of `shapes-caption-focal`, though it multiplies by masked keys too."""
+        patch's row of `dense_mask` allows exactly its window's keys. On a small grid this is a
+        few larger products instead of thousands of tiny ones, and nothing is gathered; it
+        multiplies by the masked keys too, so it pays only while the bank is small."""
         b, n, d = x.shape
         q = self.split_heads(self.q_proj(x))  # (B, H, N, Dh)
-        kv = self._bank(torch.cat([self.k_proj(x), self.v_proj(x)], -1))  # (B, M + 1, 2D)
-        keys, values = kv.view(b, -1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        keys, values = self._bank(self.k_proj(x)), self._bank(self.v_proj(x))  # (B, H, M + 1, Dh)
         dropout = self.dropout if self.training else 0.0
         if recording():
             scores = q @ keys.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, N, M + 1)
