@@ -165,6 +165,8 @@ def print_report(report: dict, as_json: bool) -> None:
         print_paired_bootstrap(report["paired_bootstrap"])
     if "bleu4" in report:
         click.echo("  ".join(f"BLEU-{n} {report[f'bleu{n}']:.2f}" for n in range(1, 5)))
+    if "cider_d" in report:
+        click.echo(f"CIDEr-D {report['cider_d']:.3f}")
     if "localisation" in report:
         click.echo(f"attention localisation {report['localisation']:.2f}% "
                    f"({report['localised_nouns']} shape nouns)")

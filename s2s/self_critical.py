@@ -70,6 +70,12 @@ class CiderD:
                     total += damp * dot / (norm[n] * rnorm[n])
         return 10.0 * total / (4 * len(self._refs[image]))
 
+    def corpus(self, candidates: list[str]) -> float:
+        """The mean over images of one caption each (`candidates[i]` for image i): what
+        `s2s evaluate` reports, with document frequencies from the evaluated split's references
+        as coco-caption computes them."""
+        return sum(self.score(c, i) for i, c in enumerate(candidates)) / max(len(candidates), 1)
+
 
 def sample(model: Seq2Seq, src: Tensor, samples: int, max_len: int) -> tuple[Tensor, Tensor]:
     """K captions per input drawn from the model, with gradients.

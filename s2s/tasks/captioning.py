@@ -28,6 +28,7 @@ from s2s.errors import UserError
 from s2s.evaluate import DEFAULT_METRICS, bleu_orders, score
 from s2s.run import Run, autocast
 from s2s.search import decode, max_lengths
+from s2s.self_critical import CiderD
 from s2s.tasks.base import TASKS, InspectRequest, Task
 from s2s.translate import DecodeOptions, Translation
 from s2s.vocab import EOS_PIECE
@@ -48,7 +49,8 @@ class CaptioningTask(Task):
 
     def evaluate(self, run: Run, split: str, opts: DecodeOptions, metrics=DEFAULT_METRICS,
                  pairs=None, baseline=None) -> tuple[dict, list[str]]:
-        """BLEU-1..4 (sacreBLEU, all references), chrF, exact match; for shapes, localisation."""
+        """BLEU-1..4 (sacreBLEU, all references), chrF, exact match, CIDEr-D; for shapes,
+        localisation."""
         if pairs is not None:
             raise UserError(f"{run.dir} is a captioning run: --src takes text to translate")
         if baseline is not None:
@@ -72,7 +74,8 @@ class CaptioningTask(Task):
                 localised[0] += hits
                 localised[1] += total
         hypotheses = [results[r].text for r in rows.tolist()]
-        report = {**score(hypotheses, references, metrics).as_dict(), **bleu_orders(hypotheses, references)}
+        report = {**score(hypotheses, references, metrics).as_dict(), **bleu_orders(hypotheses, references),
+                  "cider_d": CiderD(references).corpus(hypotheses)}
         if has_boxes:
             report["localisation"] = 100.0 * localised[0] / max(localised[1], 1)
             report["localised_nouns"] = localised[1]
