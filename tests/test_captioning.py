@@ -218,7 +218,7 @@ def test_caption_evaluate_and_inspect(shapes_run, pictures, tmp_path):
 
     report = json.loads(result.output)
     assert {"bleu1", "bleu4", "exact", "localisation", "cider_d"} <= report.keys()
-    assert 0.0 < report["cider_d"] <= 10.0
+    assert 0.0 <= report["cider_d"] <= 10.0  # a 12-step model: its captions may share no n-gram
     out = tmp_path / "att.png"
     result = runner.invoke(cli, ["inspect", str(shapes_run), str(paths[0]), "-o", str(out)])
     assert result.exit_code == 0, result.output

@@ -26,6 +26,13 @@ def test_cider_d_is_ten_for_the_references_themselves_and_zero_for_unrelated_wor
     assert 0 < cider.score("dogs on the grass", 1) < 10.0
 
 
+def test_corpus_cider_d_is_the_mean_over_images_of_their_caption():
+    cider = CiderD(CORPUS)
+    captions = ["a small red circle above", "dogs on the grass", "blue square"]
+    assert cider.corpus(captions) == pytest.approx(sum(cider.score(c, i) for i, c in enumerate(captions)) / 3)
+    assert 10.0 / 3 < cider.corpus(captions) < 20.0 / 3
+
+
 def test_cider_d_gives_words_every_image_uses_no_weight():
     cider = CiderD([["a cat", "a cat"], ["a dog", "a dog"]])
     assert cider.score("a", 0) == 0.0  # "a" is in every image's references: idf log(2/2) = 0
