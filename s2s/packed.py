@@ -33,10 +33,10 @@ class PackedLinear(nn.Linear):
     def pack(self) -> None:
         reorder, self._linear = _packing_ops()
         self._packed = reorder(self.weight.detach(), PACK_ROWS)
-        self._version = self.weight._version
+        self._packed_at = self.weight._version  # the weight's version counter when packed
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training or torch.is_grad_enabled() or self.weight._version != self._version:
+        if self.training or torch.is_grad_enabled() or self.weight._version != self._packed_at:
             return super().forward(x)
         bias = None if self.bias is None else self.bias.detach()
         return self._linear(x.contiguous(), self._packed, bias, "none", [], "")

@@ -25,6 +25,7 @@ def test_packed_linear_computes_what_linear_computes():
         with torch.inference_mode():
             torch.testing.assert_close(layer(x), plain(x), rtol=1e-4, atol=1e-5)
     assert layer.state_dict().keys() == plain.state_dict().keys()
+    assert layer.state_dict()._metadata[""] == plain.state_dict()._metadata[""]  # same version
 
 
 def test_changed_or_trained_weights_are_never_read_from_a_stale_copy():
