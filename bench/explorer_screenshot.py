@@ -78,5 +78,6 @@ def screenshot(url: str, profile: str, args: argparse.Namespace) -> None:
     finally:
         driver.quit()
 
+
 if __name__ == "__main__":
     main()

@@ -38,8 +38,7 @@ class PackedLinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         if self.training or torch.is_grad_enabled() or self.weight._version != self._packed_at:
             return super().forward(x)
-        bias = None if self.bias is None else self.bias.detach()
-        return self._linear(x.contiguous(), self._packed, bias, "none", [], "")
+        return self._linear(x.contiguous(), self._packed, self.bias, "none", [], "")
 
 
 def pack_linears(model: nn.Module) -> int:
