@@ -86,7 +86,7 @@ class TrainConfig:
     plateau_factor: Annotated[float, Range(low=0, high=1, open_low=True)] = 0.5  # plateau: lr *= this ...
     plateau_patience: PositiveInt = 1  # ... after this many validations without improvement
     min_lr: NonNegativeFloat = 0.0
-    cooldown_steps: NonNegativeInt = 0  # the last N steps before max_steps take the lr linearly to min_lr
+    cooldown_steps: NonNegativeInt = 0  # the run's last N steps (by max_steps or max_minutes) take the lr linearly to min_lr
     clip_norm: NonNegativeFloat = 1.0  # 0 = no clipping
     label_smoothing: Probability = 0.1
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware is fast at it
@@ -176,9 +176,9 @@ def check_recipe(recipe: Recipe) -> None:
         raise UserError(f"task {recipe.task!r} needs model.arch "
                         f"{'captioner' if recipe.task == 'captioning' else 'rnn or transformer'}, "
                         f"not {m.arch!r}")
-    if t.cooldown_steps and t.cooldown_steps > t.max_steps:
+    if t.cooldown_steps and t.cooldown_steps > t.max_steps and not t.max_minutes:
         raise UserError(f"train.cooldown_steps ({t.cooldown_steps}) needs train.max_steps at least "
-                        f"as large (it is {t.max_steps})")
+                        f"as large (it is {t.max_steps}) or a time budget, train.max_minutes")
     if t.self_critical_from and recipe.task != "captioning":
         raise UserError("train.self_critical_from applies to captioning recipes only")
     if tok.tgt_model and not tok.model:

@@ -51,12 +51,13 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def learning_rate(cfg: TrainConfig, step: int, scale: float) -> float:
+def learning_rate(cfg: TrainConfig, step: int, scale: float, left: int | None = None) -> float:
     """lr at optimiser step `step` (1-based): linear warm-up, the schedule's shape, cool-down.
 
-    The cool-down takes the lr linearly to min_lr over the last `cooldown_steps` before
-    `max_steps`: a short run then ends in a minimum instead of wherever the last step landed.
-    Self-critical steps use their own constant lr.
+    The cool-down takes the lr linearly to min_lr over the run's last `cooldown_steps`: a short
+    run then ends in a minimum instead of wherever the last step landed. `left` is the number of
+    steps after this one (default: up to max_steps; a time budget may end the run sooner, see
+    `Trainer.steps_left`). Self-critical steps use their own constant lr.
     """
     if self_critical_at(cfg, step):
         return cfg.self_critical_lr
@@ -65,8 +66,9 @@ def learning_rate(cfg: TrainConfig, step: int, scale: float) -> float:
         lr = max(cfg.lr * math.sqrt(cfg.warmup_steps / step), cfg.min_lr)
     else:
         lr = max(cfg.lr * warm * scale, cfg.min_lr if step > cfg.warmup_steps else 0.0)
-    left = cfg.max_steps - step
-    if cfg.cooldown_steps and left < cfg.cooldown_steps:
+    if left is None and cfg.max_steps:
+        left = cfg.max_steps - step
+    if cfg.cooldown_steps and left is not None and left < cfg.cooldown_steps:
         lr = cfg.min_lr + (lr - cfg.min_lr) * max(left + 1, 0) / cfg.cooldown_steps
     return lr
 
@@ -111,6 +113,7 @@ class Trainer:
         self._ranks_checked, self._saved_step = False, -1
         if resume:
             self._restore()
+        self._pace_from = (self.progress.step, self.progress.elapsed)  # (step, elapsed) of this session's start
         self.cross_entropy = CrossEntropy(self.model, self.train_data, self.cfg, self.device,
                                           self.precision)
         self.self_critical = (SelfCriticalObjective(self.model, self.train_data, self.tokenizer,
@@ -170,6 +173,7 @@ class Trainer:
         if p.step == 0:
             p.elapsed = time.monotonic() - self.created
         started, tokens_at_log, time_at_log = time.monotonic() - p.elapsed, p.target_tokens, p.elapsed
+        self._pace_from = (p.step, p.elapsed)  # after data preparation
         stop = _StopOnSignal()
         try:
             while not self.finished():
@@ -216,6 +220,21 @@ class Trainer:
         self.log(f"done: {p.step} steps in {p.elapsed / 60:.1f} min (epoch {p.epoch}); "
                  f"best {self.cfg.eval_metric} {p.best}; checkpoints in {self.run_dir / CHECKPOINT_DIR}")
 
+    def steps_left(self) -> int | None:
+        """Steps after the current one until the run ends: at max_steps, or sooner when
+        max_minutes will stop it first (estimated from this session's pace, validations
+        included), so that a cool-down ends with a time-limited run on any machine."""
+        p, c = self.progress, self.cfg
+        left = c.max_steps - p.step if c.max_steps else None
+        if not (c.max_minutes and c.cooldown_steps):
+            return left
+        first_step, first_elapsed = self._pace_from
+        if p.step - first_step > 10:
+            pace = (p.elapsed - first_elapsed) / (p.step - 1 - first_step)  # seconds per step
+            by_time = int((60 * c.max_minutes - p.elapsed) / max(pace, 1e-9))
+            left = by_time if left is None else min(left, by_time)
+        return dist.from_main(left)  # every rank takes the same lr
+
     def train_step(self, group: list[np.ndarray]) -> float:
         """One optimiser step; returns the loss per token (or, self-critical, the mean reward)."""
         p = self.progress
@@ -223,7 +242,7 @@ class Trainer:
         self.model.train(objective.dropout)
         p.step += 1
         for param_group in self.optimizer.param_groups:
-            param_group["lr"] = learning_rate(self.cfg, p.step, p.lr_scale)
+            param_group["lr"] = learning_rate(self.cfg, p.step, p.lr_scale, self.steps_left())
         value, tokens = objective.gradients(group)
         if self.cfg.clip_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)

@@ -142,6 +142,30 @@ def test_a_cooldown_longer_than_the_run_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="cooldown_steps"):  # when the recipe is loaded
         load_recipe(str(write_recipe(tmp_path / "tiny.yaml", TINY)),
                     ["train.max_steps=5", "train.cooldown_steps=10"])
+    with pytest.raises(UserError, match="cooldown_steps"):  # no time budget to end it either
+        load_recipe(str(write_recipe(tmp_path / "tiny.yaml", TINY)),
+                    ["train.max_steps=0", "train.max_epochs=1", "train.cooldown_steps=10"])
+
+
+def test_under_a_time_budget_the_cooldown_ends_when_the_time_does(tmp_path):
+    """max_minutes stops a run before max_steps on a slow machine: the cool-down must still end
+    at the last step the budget allows (steps left estimated from the pace so far)."""
+    from conftest import TINY, write_recipe
+    from s2s.train import Trainer, learning_rate
+
+    recipe = load_recipe(str(write_recipe(tmp_path / "tiny.yaml", TINY)),
+                         ["train.max_steps=1000", "train.cooldown_steps=100", "train.max_minutes=1",
+                          "train.schedule=constant", "train.warmup_steps=0"])
+    trainer = Trainer(recipe, tmp_path / "run", **QUIET)
+    trainer._pace_from = (0, 0.0)
+    p = trainer.progress
+    p.step, p.elapsed = 101, 50.0  # 100 steps took 50 s: 10 s of the budget = 20 more steps
+    assert trainer.steps_left() == 20
+    lr = learning_rate(recipe.train, p.step, 1.0, trainer.steps_left())
+    assert lr == pytest.approx(recipe.train.lr * 21 / 100)
+    p.step, p.elapsed = 101, 5.0  # fast: max_steps comes first
+    assert trainer.steps_left() == 1000 - 101
+    assert learning_rate(recipe.train, p.step, 1.0, trainer.steps_left()) == recipe.train.lr
 
 
 def test_auto_precision_follows_torchs_amx_detection(monkeypatch):
