@@ -241,8 +241,9 @@ class Trainer:
         objective = self.objective_at(p.step + 1)
         self.model.train(objective.dropout)
         p.step += 1
+        lr = learning_rate(self.cfg, p.step, p.lr_scale, self.steps_left())  # once: may talk to other ranks
         for param_group in self.optimizer.param_groups:
-            param_group["lr"] = learning_rate(self.cfg, p.step, p.lr_scale, self.steps_left())
+            param_group["lr"] = lr
         value, tokens = objective.gradients(group)
         if self.cfg.clip_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
