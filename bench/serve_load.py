@@ -7,8 +7,9 @@ sentence per request and waits for the answer before the next; keep-alive connec
 each prints sentences/s, p50 and p99 latency, errors (non-200 answers, answers for another
 sentence, requests without an answer), and checks with /health that the service answered each
 request exactly once. The baseline is the throughput of `s2s translate RUN -i FILE` on the same
-sentences with the same beam (its code path, timed after the model is loaded). The bar: at 32
-clients, at least 80% of that.
+sentences with the same beam (its code path, timed after the model is loaded), measured before and
+after each load (the machine's speed drifts; each load is compared with the mean of the two on
+either side of it). The bar: at 32 clients, at least 80% of that.
 
 --data takes a folder with test.jsonl (the Multi30k layout: the source column is the run's
 `data.src`, e.g. "de"), a .jsonl file, or a text file with one sentence per line. Run it on an
@@ -140,29 +141,37 @@ def main() -> None:
     env.pop("S2S_API_KEY", None)
     listing = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve-load-{os.getpid()}.txt"
     listing.write_text("\n".join(sentences) + "\n", encoding="utf-8")
-    baseline, beam = subprocess.run(
-        [sys.executable, "-c", BASELINE, str(args.run_dir), args.device, str(listing),
-         str(args.beam) if args.beam else "-"],
-        env=env, check=True, capture_output=True, text=True).stdout.split()
-    listing.unlink()
-    baseline = float(baseline)
-    print(f"s2s translate -i: {baseline:.1f} sentences/s ({len(sentences)} sentences, beam {beam})",
-          flush=True)
 
-    with served([str(args.run_dir)], "--device", args.device, env=env) as port:
+    def translate_rate() -> tuple[float, int]:
+        rate, beam = subprocess.run(
+            [sys.executable, "-c", BASELINE, str(args.run_dir), args.device, str(listing),
+             str(args.beam) if args.beam else "-"],
+            env=env, check=True, capture_output=True, text=True).stdout.split()
+        print(f"s2s translate -i: {float(rate):.1f} sentences/s ({len(sentences)} sentences, "
+              f"beam {beam})", flush=True)
+        return float(rate), int(beam)
+
+    try:
+        baseline, beam = translate_rate()
         results = []
         for clients in (int(c) for c in args.clients.split(",")):
-            result = load(port, sentences, clients, args.seconds, args.beam)
-            result["ratio_to_translate"] = result["sentences_per_s"] / baseline
+            with served([str(args.run_dir)], "--device", args.device, env=env) as port:
+                result = load(port, sentences, clients, args.seconds, args.beam)
+            # the machine's speed drifts: compare with translate -i measured just before and after
+            after, _ = translate_rate()
+            result["translate_sentences_per_s"] = (baseline + after) / 2
+            result["ratio_to_translate"] = result["sentences_per_s"] / result["translate_sentences_per_s"]
             results.append(result)
             print(f"{clients:3d} clients: {result['sentences_per_s']:7.1f} sentences/s "
-                  f"({100 * result['ratio_to_translate']:.0f}% of translate -i), p50 "
-                  f"{result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms, "
+                  f"({100 * result['ratio_to_translate']:.0f}% of translate -i before and after), "
+                  f"p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms, "
                   f"{result['sentences_per_batch']:.1f} sentences per batch, "
                   f"errors {result['errors']} {result['first_errors'] or ''}", flush=True)
-    print(json.dumps({"run": str(args.run_dir), "sentences": len(sentences), "beam": int(beam),
-                      "translate_sentences_per_s": baseline, "loads": results}, indent=2))
-
+            baseline = after
+    finally:
+        listing.unlink()
+    print(json.dumps({"run": str(args.run_dir), "sentences": len(sentences), "beam": beam,
+                      "loads": results}, indent=2))
 
 if __name__ == "__main__":
     main()

@@ -24,7 +24,8 @@ from s2s.errors import UserError
 from s2s.run import Run
 from s2s.tasks.captioning import caption_inputs, model_inputs
 from s2s.tasks.translation import sentence_record
-from s2s.translate import MAX_INPUT_TOKENS, DecodeOptions, add_links, translate_ids
+from s2s.translate import (MAX_INPUT_TOKENS, DecodeOptions, Translation, TranslationStream,
+                           add_links, translate_ids)
 from s2s.vocab import EOS_PIECE
 
 # attention kinds and the key of each in an attention record (cross-attention is top level)
@@ -45,6 +46,11 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str = "auto",
     """Open a run directory (as `s2s translate RUN_DIR` does) for use from Python;
     `quantize="int8"` decodes with dynamic int8 linear layers (CPU)."""
     return Model(Run.open(run_dir, checkpoint, device, quantize=quantize), name)
+
+
+def translation_record(source: str, nbest: list[Translation], align: bool = False) -> dict:
+    return {"source": source, "hypotheses": [
+        {"text": t.text, "score": t.score, **({"alignment": t.links} if align else {})} for t in nbest]}
 
 
 def record_kinds(record: dict) -> list[str]:
@@ -122,9 +128,15 @@ class Model:
         sources = [t.strip() for t in texts]
         if align:
             add_links(self.run, sources, results, *default_choice(self.run))
-        return [{"source": source, "hypotheses": [
-            {"text": t.text, "score": t.score, **({"alignment": t.links} if align else {})}
-            for t in nbest]} for source, nbest in zip(sources, results)]
+        return [translation_record(source, nbest, align) for source, nbest in zip(sources, results)]
+
+    def translation_session(self) -> "TranslationSession | None":
+        """`translate` with continuous batching, for a server: texts join a running decoding
+        at any step and come back as soon as they are done; None where another inference
+        engine decodes (CTranslate2)."""
+        if self.run.engine is not None:
+            return None
+        return TranslationSession(self, TranslationStream(self.run))
 
     # -- attention -------------------------------------------------------------------------------
 
@@ -293,3 +305,31 @@ def _cut(w: np.ndarray, layer, head) -> np.ndarray:
 
 def _have(what: str, count: int) -> str:
     return f"this model has {what}s 0-{count - 1}" if count > 1 else f"this model has only {what} 0"
+
+
+class TranslationSession:
+    """Texts join and leave one running translation (`Model.translation_session`)."""
+
+    def __init__(self, model: Model, stream: TranslationStream):
+        self.model, self.stream = model, stream
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def add(self, texts: list[str], tags: list, beam: int | None = None, n_best: int = 1,
+            length_penalty: float | None = None) -> list[tuple[object, dict]]:
+        """Texts join as one batch, with their tags and options (as `Model.translate` takes
+        them); an InputError (nothing joins) for a bad one. Returns (tag, record) of those done
+        at once (none, unless a text has no tokens)."""
+        ids = self.model.check_texts(texts)
+        opts = self.model.options(beam, n_best, length_penalty)
+        done = self.stream.add(ids, opts, [(tag, text.strip()) for tag, text in zip(tags, texts)])
+        return [(tag, translation_record(source, nbest)) for (tag, source), nbest in done]
+
+    def reset(self) -> None:
+        """Drop every text in flight (after a failure)."""
+        self.stream.searches = []
+
+    def step(self) -> list[tuple[object, dict]]:
+        """One decoding step; (tag, the record `Model.translate` gives) of each text done."""
+        return [(tag, translation_record(source, nbest)) for (tag, source), nbest in self.stream.step()]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from s2s.models.seq2seq import Seq2Seq, reorder_state
+from s2s.models.seq2seq import Seq2Seq, State, reorder_state
 from s2s.vocab import BOS, EOS, NEVER_OUTPUT
 
 
@@ -89,35 +89,57 @@ def greedy(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor,
     return results
 
 
-@torch.no_grad()
-def beam_search(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor, beam: int,
-                length_penalty: float = 1.0, n_best: int = 1,
-                coverage_beta: float = 0.0) -> list[list[Hypothesis]]:
-    """Batched beam search; a sentence is done once it has `beam` finished hypotheses.
+class BeamSearch:
+    """A beam search over one batch of sentences, one step at a time.
+
+    Creating it encodes the batch; `step` (or `advance`, given the model's output for `prev`)
+    extends every live sentence by one token and returns those that are done, with the caller's
+    tag for each. Several searches can step together (`step_together`), so a server can start a
+    new batch while older ones finish (continuous batching) without padding one batch's state
+    to another's.
 
     Each step ranks the 2*beam best extensions of every sentence: finished ones (ending in EOS)
-    among its top `beam` are kept aside, the best `beam` unfinished ones continue. With beam 1
-    this is exactly greedy search. With `coverage_beta` > 0 and a model whose attention keeps
-    coverage, a finished hypothesis' score also gets Wu et al.'s coverage penalty.
+    among its top `beam` are kept aside, the best `beam` unfinished ones continue; a sentence is
+    done once it has `beam` finished hypotheses. With beam 1 this is exactly greedy search. With
+    `coverage_beta` > 0 and a model whose attention keeps coverage, a finished hypothesis' score
+    also gets Wu et al.'s coverage penalty.
     """
-    device, batch = src.device, src.size(0)
-    state = reorder_state(model.encode(src, src_mask),
-                          torch.arange(batch, device=device).repeat_interleave(beam))
-    alive = torch.arange(batch, device=device)  # original sentence of each live block
-    scores = torch.full((batch, beam), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all beams start identical: expand only the first
-    history = torch.full((batch * beam, 0), BOS, dtype=torch.long, device=device)
-    prev = torch.full((batch * beam,), BOS, dtype=torch.long, device=device)
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    step = 0
-    while alive.numel():
-        b = alive.numel()
-        logits, state, _ = model.step(state, prev)
+
+    def __init__(self, model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor, beam: int,
+                 length_penalty: float = 1.0, n_best: int = 1, coverage_beta: float = 0.0,
+                 tags: list | None = None):
+        device, batch = src.device, src.size(0)
+        self.model, self.beam, self.max_len = model, beam, max_len
+        self.length_penalty, self.n_best, self.coverage_beta = length_penalty, n_best, coverage_beta
+        self.tags = list(range(batch)) if tags is None else list(tags)
+        self.state = reorder_state(model.encode(src, src_mask),
+                                   torch.arange(batch, device=device).repeat_interleave(beam))
+        self.alive = torch.arange(batch, device=device)  # sentence (index into tags) of each live block
+        self.scores = torch.full((batch, beam), float("-inf"), device=device)
+        self.scores[:, 0] = 0.0  # all beams start identical: expand only the first
+        self.history = torch.full((batch * beam, 0), BOS, dtype=torch.long, device=device)
+        self.prev = torch.full((batch * beam,), BOS, dtype=torch.long, device=device)
+        self.finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+        self.steps = 0
+
+    def __len__(self) -> int:
+        """Sentences still searching."""
+        return self.alive.numel()
+
+    def step(self) -> list[tuple[object, list[Hypothesis]]]:
+        """One token more for every live sentence; (tag, n-best hypotheses) of those done."""
+        logits, state, _ = self.model.step(self.state, self.prev)
+        return self.advance(logits, state)
+
+    def advance(self, logits: Tensor, state: State) -> list[tuple[object, list[Hypothesis]]]:
+        """`step` given the model's logits (rows, V) for `prev` and its state after them."""
+        model, beam, device, step = self.model, self.beam, self.scores.device, self.steps
+        alive, finished, b = self.alive, self.finished, self.alive.numel()
         lprobs = output_lprobs(logits)  # (b*K, V)
         vocab = lprobs.size(1)
-        coverage = model.coverage(state) if coverage_beta else None  # (b*K, S) after this step
-        force_eos(lprobs, (max_len[alive] <= step + 1).repeat_interleave(beam))
-        total = (scores[:, :, None] + lprobs.view(b, beam, vocab)).view(b, beam * vocab)
+        coverage = model.coverage(state) if self.coverage_beta else None  # (b*K, S) after this step
+        force_eos(lprobs, (self.max_len[alive] <= step + 1).repeat_interleave(beam))
+        total = (self.scores[:, :, None] + lprobs.view(b, beam, vocab)).view(b, beam * vocab)
         top_scores, top_ids = total.topk(min(2 * beam, beam * vocab), dim=1)  # (b, 2K)
         origin = torch.div(top_ids, vocab, rounding_mode="floor")  # (b, 2K) beam of origin
         token = top_ids % vocab  # (b, 2K)
@@ -128,12 +150,12 @@ def beam_search(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor, 
             sent = alive[r].item()
             if len(finished[sent]) < beam:
                 row = r * beam + origin[r, c]
-                score = normalise(top_scores[r, c].item(), step + 1, length_penalty)
+                score = normalise(top_scores[r, c].item(), step + 1, self.length_penalty)
                 if coverage is not None:
-                    score += coverage_penalty(coverage[row], coverage_beta).item()
-                finished[sent].append(Hypothesis(history[row].tolist(), score))
+                    score += coverage_penalty(coverage[row], self.coverage_beta).item()
+                finished[sent].append(Hypothesis(self.history[row].tolist(), score))
         done = torch.tensor([len(finished[s]) >= beam for s in alive.tolist()], device=device)
-        done |= max_len[alive] <= step + 1  # the forced EOS step finished every beam
+        done |= self.max_len[alive] <= step + 1  # the forced EOS step finished every beam
 
         # the best K unfinished continuations carry on
         rank = torch.where(is_eos, float("inf"), torch.arange(top_ids.size(1), device=device,
@@ -142,20 +164,44 @@ def beam_search(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor, 
         scores = top_scores.gather(1, pick)
         new_token = token.gather(1, pick)  # (b, K)
         source_row = (origin.gather(1, pick) + torch.arange(b, device=device)[:, None] * beam).view(-1)
+        out = []
         keep = (~done).nonzero().squeeze(1)
         if keep.numel() < b:  # finished sentences leave: their rows go from every entry
+            out = [(self.tags[s], sorted(finished[s], key=lambda h: -h.score)[:self.n_best])
+                   for s in alive[done].tolist()]
             scores, new_token = scores[keep], new_token[keep]
             source_row = source_row.view(b, beam)[keep].view(-1)
-            alive = alive[keep]
+            self.alive = alive[keep]
             blocks = (keep[:, None] * beam + torch.arange(beam, device=device)).view(-1)
             constant = {k: v for k, v in state.items() if k.startswith(model.constant_state)}
             state = {**state, **reorder_state(constant, blocks)} if constant else state
-        history = torch.cat([history[source_row], new_token.view(-1, 1)], dim=1)
-        prev = new_token.view(-1)
+        self.history = torch.cat([self.history[source_row], new_token.view(-1, 1)], dim=1)
+        self.prev, self.scores = new_token.view(-1), scores
         # beams move within their sentence: entries that are equal across its beams stay put
-        state = reorder_state(state, source_row, skip=model.constant_state)
-        step += 1
-    return [sorted(hyps, key=lambda h: -h.score)[:n_best] for hyps in finished]
+        self.state = reorder_state(state, source_row, skip=model.constant_state)
+        self.steps += 1
+        return out
+
+
+def step_together(model: Seq2Seq, searches: list[BeamSearch]) -> list[tuple[object, list[Hypothesis]]]:
+    """One step of several searches (each with sentences left) as one forward pass where the
+    model can (`Seq2Seq.step_many`); (tag, n-best hypotheses) of the sentences done."""
+    outputs = model.step_many([s.state for s in searches], [s.prev for s in searches])
+    return [done for search, (logits, state) in zip(searches, outputs)
+            for done in search.advance(logits, state)]
+
+
+@torch.no_grad()
+def beam_search(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor, beam: int,
+                length_penalty: float = 1.0, n_best: int = 1,
+                coverage_beta: float = 0.0) -> list[list[Hypothesis]]:
+    """Batched beam search (see `BeamSearch`); n-best lists in input order."""
+    search = BeamSearch(model, src, src_mask, max_len, beam, length_penalty, n_best, coverage_beta)
+    results: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
+    while len(search):
+        for i, hyps in search.step():
+            results[i] = hyps
+    return results
 
 
 def decode(model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len: Tensor, beam: int = 1,

@@ -13,7 +13,7 @@ from s2s.alignment.metrics import pharaoh, select
 from s2s.data.batching import collate, token_batches
 from s2s.errors import UserError
 from s2s.run import Run, autocast
-from s2s.search import decode, max_lengths
+from s2s.search import BeamSearch, decode, max_lengths, step_together
 
 MAX_INPUT_TOKENS = 1024
 
@@ -65,6 +65,47 @@ def translate_ids(run: Run, sources: list[list[int]], opts: DecodeOptions) -> li
             texts = run.tokenizer.decode_tgt([h.tokens for h in nbest])
             results[i] = [Translation(t, h.score, h.tokens) for t, h in zip(texts, nbest)]
     return results
+
+
+class TranslationStream:
+    """Translation with continuous batching, for a server: a batch of sentences can join the
+    running decoding at any step, and each sentence leaves as soon as it is done. Each batch is
+    its own beam search with its own options; all of them share every forward pass
+    (`step_together`), so under load a new sentence waits neither for the batch before it nor
+    for the longest sentence of its own batch."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.searches: list[BeamSearch] = []
+
+    def __len__(self) -> int:
+        """Sentences still decoding."""
+        return sum(len(s) for s in self.searches)
+
+    def add(self, sources: list[list[int]], opts: DecodeOptions,
+            tags: list) -> list[tuple[object, list[Translation]]]:
+        """Token ids join as one batch, each with its tag; empty ones are done at once (returned)."""
+        done = [(tag, []) for ids, tag in zip(sources, tags) if not ids]
+        joining = [(ids, tag) for ids, tag in zip(sources, tags) if ids]
+        if joining:
+            batch = collate([ids for ids, _ in joining], None, np.arange(len(joining))).to(self.run.device)
+            d = self.run.recipe.decode
+            with torch.inference_mode(), autocast(self.run.device, self.run.precision):
+                limit = max_lengths(batch.src_mask, d.max_len_a, d.max_len_b, opts.max_len)
+                self.searches.append(BeamSearch(
+                    self.run.model, batch.src, batch.src_mask, limit, max(opts.beam, opts.n_best),
+                    opts.length_penalty, opts.n_best, opts.coverage_penalty, [tag for _, tag in joining]))
+        return done
+
+    def step(self) -> list[tuple[object, list[Translation]]]:
+        """One token more for every sentence; (tag, n-best translations) of those done."""
+        with torch.inference_mode(), autocast(self.run.device, self.run.precision):
+            done = step_together(self.run.model, self.searches)
+        self.searches = [s for s in self.searches if len(s)]
+        decode_tgt = self.run.tokenizer.decode_tgt
+        return [(tag, [Translation(t, h.score, h.tokens)
+                       for t, h in zip(decode_tgt([h.tokens for h in nbest]), nbest)])
+                for tag, nbest in done]
 
 
 def encode_sources(run: Run, texts: list[str], first_line: int = 1) -> list[list[int]]:

@@ -10,7 +10,7 @@ from s2s.attention import ATTENTION, attention_config
 from s2s.data.tokenizer import BOS, EOS
 from s2s.models import Seq2Seq, build_model
 from s2s.models.rnn import RNNConfig
-from s2s.search import beam_search, greedy, max_lengths
+from s2s.search import BeamSearch, beam_search, greedy, max_lengths, step_together
 
 A, B = 4, 5  # the scripted models' two real tokens; 0-3 are PAD UNK BOS EOS
 NEG = float("-inf")
@@ -160,3 +160,38 @@ def test_coverage_penalty_adds_wu_et_al_term_to_finished_scores():
         expected = logprob / len(target) + coverage_penalty(received, 0.5).item()
         assert b[0].score == pytest.approx(expected, abs=1e-4)
         assert b[0].score <= a[0].score + 1e-6 or b[0].tokens != a[0].tokens
+
+
+def transformer_model(seed=0):
+    from s2s.models.transformer import TransformerConfig
+
+    torch.manual_seed(seed)
+    cfg = TransformerConfig(d_model=32, heads=4, ffn_dim=64, enc_layers=2, dec_layers=2, dropout=0.0)
+    return build_model(cfg, 40, 40).eval()
+
+
+@pytest.mark.parametrize("make_model", [transformer_model, real_model], ids=["transformer", "rnn"])
+def test_searches_stepping_together_give_what_each_gives_alone(make_model):
+    """Continuous batching: batches that start at different steps, with sources of different
+    lengths and different beams, share forward passes and still get exactly their own output."""
+    model = make_model()
+    batches = [(random_sources(4, seed), beam) for seed, beam in ((1, 4), (2, 2), (3, 4))]
+    alone = [beam_search(model, src, mask, max_lengths(mask, 1.5, 4), beam, n_best=2)
+             for (src, mask), beam in batches]
+    results = [[None] * 4 for _ in batches]
+    searches, step = [], 0
+    with torch.no_grad():
+        while step < 2 * len(batches) or searches:
+            if step % 2 == 0 and step // 2 < len(batches):  # a new batch joins every other step
+                k = step // 2
+                (src, mask), beam = batches[k]
+                searches.append(BeamSearch(model, src, mask, max_lengths(mask, 1.5, 4), beam,
+                                           n_best=2, tags=[(k, i) for i in range(4)]))
+            for (k, i), hyps in step_together(model, searches):
+                results[k][i] = hyps
+            searches = [s for s in searches if len(s)]
+            step += 1
+    for mine, expected in zip(results, alone):
+        assert [[h.tokens for h in n] for n in mine] == [[h.tokens for h in n] for n in expected]
+        assert [h.score for n in mine for h in n] == pytest.approx(
+            [h.score for n in expected for h in n], abs=1e-4)

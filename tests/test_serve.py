@@ -1,5 +1,6 @@
 """`s2s serve` from a client's seat: every route, batching, abuse, the API key, the command."""
 
+import asyncio
 import json
 import os
 import struct
@@ -18,6 +19,7 @@ pytest.importorskip("fastapi")
 from s2s.api import load  # noqa: E402
 from s2s.cli import cli  # noqa: E402
 from s2s.serve.app import create_app, load_models, model_names  # noqa: E402
+from s2s.serve.batching import Batcher  # noqa: E402
 from serving import call, free_port, live_server, multipart  # noqa: E402
 
 SENTENCE = "Saturday, 4 July 1998"
@@ -161,6 +163,114 @@ def test_concurrent_requests_share_forward_passes(trained_run):
         translated = answer["translations"]
         assert len(translated) == 1 and translated[0]["source"] == sentence  # nobody else's
         assert translated[0]["hypotheses"][0]["text"] == expected[sentence]
+
+
+def test_requests_join_a_running_decoding_and_each_gets_its_own_answer(transformer_run):
+    """Continuous batching: requests arriving while others decode join them between steps;
+    requests of other kinds (alignments) and other options (beam) are answered too, each once,
+    with what `translate` gives alone."""
+    model = load(transformer_run, device="cpu")
+    expected = {beam: {s: r["hypotheses"][0]["text"] for s, r in zip(DATES, model.translate(DATES, beam=beam))}
+                for beam in (1, 2)}
+    requests = [(DATES[i % len(DATES)], 1 + i % 4 // 3, i % 7 == 6) for i in range(40)]  # text, beam, align
+    answers: dict[int, list] = {i: [] for i in range(len(requests))}
+
+    def client(i):
+        time.sleep(0.003 * i)  # arrivals spread over many decoding steps
+        text, beam, align = requests[i]
+        answers[i].append(call(where, "POST", "/v1/translate", {"text": [text], "beam": beam, "align": align}))
+
+    app = create_app({model.name: model}, window=0.002)
+    with live_server(app) as where:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(requests))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert app.state.service.batchers[model.name].jobs == len(requests)  # each answered once
+    for i, (text, beam, align) in enumerate(requests):
+        assert len(answers[i]) == 1
+        status, answer = answers[i][0]
+        assert status == 200, answer
+        (translated,) = answer["translations"]
+        assert translated["source"] == text
+        assert translated["hypotheses"][0]["text"] == expected[beam][text]
+        assert ("alignment" in translated["hypotheses"][0]) == align
+
+
+def test_a_translation_session_answers_what_translate_gives(transformer_run):
+    model = load(transformer_run, device="cpu")
+    session = model.translation_session()
+    assert session.add(DATES[:3], ["a", "b", "c"], beam=2, n_best=2) == []
+    done = {}
+    for _ in range(3):
+        done.update(session.step())
+    late = list("defghijk")[:len(DATES) - 3]
+    done.update(session.add(DATES[3:], late, beam=2, n_best=2))
+    while len(session):
+        done.update(session.step())
+    for tag, record in zip("abcdefghijk", model.translate(DATES, beam=2, n_best=2)):
+        assert done[tag]["source"] == record["source"]
+        assert [h["text"] for h in done[tag]["hypotheses"]] == [h["text"] for h in record["hypotheses"]]
+        assert [h["score"] for h in done[tag]["hypotheses"]] == pytest.approx(
+            [h["score"] for h in record["hypotheses"]], abs=1e-4)
+
+
+class ScriptedStream:
+    """A stream whose items take `len(item)` steps; it fails on an item "boom"."""
+
+    def __init__(self):
+        self.flying: list[list] = []  # [tag, steps left]
+        self.batches: list[list] = []
+
+    def accepts(self, key):
+        return key == "stream"
+
+    def add(self, key, items, tags):
+        self.batches.append(list(items))
+        self.flying += [[tag, len(item), item] for tag, item in zip(tags, items)]
+        return []
+
+    def step(self):
+        if any(item == "boom" for _, _, item in self.flying):
+            raise RuntimeError("a bug")
+        for entry in self.flying:
+            entry[1] -= 1
+        done = [(tag, item.upper()) for tag, left, item in self.flying if left <= 0]
+        self.flying = [entry for entry in self.flying if entry[1] > 0]
+        time.sleep(0.002)
+        return done
+
+    def reset(self):
+        self.flying = []
+
+    def __len__(self):
+        return len(self.flying)
+
+
+def test_the_batcher_streams_joins_and_is_not_starved_or_stopped_by_a_bug():
+    async def scenario():
+        stream = ScriptedStream()
+        batcher = Batcher("scripted", lambda key, items: [f"{key}:{i}" for i in items], max_items=8,
+                          window=0.001, max_wait=0.02, stream=stream)
+        batcher.start()
+        long = asyncio.ensure_future(batcher.submit("stream", ["x" * 60]))  # 60 steps
+        await asyncio.sleep(0.02)
+        late = await batcher.submit("stream", ["ab", "c"])  # joins the running decoding
+        assert late == ["AB", "C"] and not long.done()
+        other = await asyncio.wait_for(batcher.submit("plain", ["p"]), 5)  # not starved
+        assert other == ["plain:p"]
+        assert await long == ["X" * 60]
+        broken = asyncio.ensure_future(batcher.submit("stream", ["boom"]))
+        with pytest.raises(RuntimeError):
+            await broken
+        assert await batcher.submit("stream", ["ok"]) == ["OK"]  # still serving
+        assert batcher.jobs == 5  # each answered once
+        await batcher.stop()
+        return stream.batches
+
+    batches = asyncio.run(scenario())
+    assert ["ab", "c"] in batches  # one job, one batch, while the long one ran
 
 
 def chunks(total: int):

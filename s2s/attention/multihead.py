@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -77,3 +78,15 @@ class MultiHeadAttention(TextAttention):
         b, _, t, _ = out.shape
         out = out.transpose(1, 2).reshape(b, t, self.heads * self.head_dim)  # (B, Tq, D)
         return Attended(self.out_proj(out), weights)
+
+    def forward_groups(self, x: Tensor, sizes: list[int], prepared: list[tuple[Tensor, Tensor]],
+                       masks: list[Tensor | None]) -> Tensor:
+        """`forward` (without weights) for groups of rows that attend over different memories:
+        x (N, Tq, D) holds groups of `sizes` rows; group g attends over `prepared[g]` with
+        `masks[g]`. The projections run once over all N rows, the attention per group, so
+        batches of different memory lengths are decoded together without padding."""
+        q = self.split_heads(self.q_proj(x))  # (N, H, Tq, Dh)
+        out = torch.cat([F.scaled_dot_product_attention(qg, k, v, attn_mask=as_attention_mask(m))
+                         for qg, (k, v), m in zip(q.split(sizes), prepared, masks)])
+        n, _, t, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(n, t, self.heads * self.head_dim))

@@ -60,6 +60,11 @@ class Seq2Seq(nn.Module):
     def step(self, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
         raise NotImplementedError
 
+    def step_many(self, states: list[State], prev_tokens: list[Tensor]) -> list[tuple[Tensor, State]]:
+        """`step` for several decoding states at once: (logits, state) of each. Models that can
+        run their layers once over the rows of all states (the Transformer) override it."""
+        return [self.step(state, prev)[:2] for state, prev in zip(states, prev_tokens)]
+
     def forward_features(self, src: Tensor, src_mask: Tensor,
                          tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
         """Decoder outputs before the output layer, (B, T, D), and alignment weights."""
@@ -108,6 +113,11 @@ class EncoderDecoder(Seq2Seq):
 
     def step(self, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
         return self.decoder.step(state, prev_tokens)
+
+    def step_many(self, states: list[State], prev_tokens: list[Tensor]) -> list[tuple[Tensor, State]]:
+        if hasattr(self.decoder, "step_many"):
+            return self.decoder.step_many(states, prev_tokens)
+        return super().step_many(states, prev_tokens)
 
     def forward_features(self, src: Tensor, src_mask: Tensor,
                          tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:

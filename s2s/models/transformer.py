@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s2s.attention import ATTENTION, MultiHeadAttention, build_attention, causal_mask
+from s2s.attention import ATTENTION, MultiHeadAttention, build_attention, causal_mask, recording
 from s2s.errors import UserError
 from s2s.models.seq2seq import EncoderDecoder, State
 from s2s.ops import dropout
@@ -170,6 +170,27 @@ class DecoderLayer(nn.Module):
         x, _ = self.ffn_block(x, lambda h: (self.ffn(h), None))
         return x, weights, new_kv[0], self.cross_attn.next_state(cross_state, weights)
 
+    def step_groups(self, x: Tensor, sizes: list[int], caches: list[tuple[Tensor, Tensor] | None],
+                    crosses: list[tuple], masks: list[Tensor]) -> tuple[Tensor, list[tuple]]:
+        """One decoding step of several batches (groups of `sizes` rows of x (N, 1, D), each
+        with its own self-attention cache, cross-attention keys/values and source mask): the
+        linear layers run once over all rows. Multi-head attention without per-step state only.
+        Returns x and each group's self-attention keys/values."""
+        new_kv: list = []
+
+        def attend_self(h: Tensor):
+            k, v = self.self_attn.prepare(h)  # (N, H, 1, Dh) each
+            for kg, vg, cache in zip(k.split(sizes), v.split(sizes), caches):
+                new_kv.append((kg, vg) if cache is None else
+                              (torch.cat([cache[0], kg], 2), torch.cat([cache[1], vg], 2)))
+            return self.self_attn.forward_groups(h, sizes, new_kv, [None] * len(sizes)), None
+
+        x, _ = self.self_block(x, attend_self)
+        x, _ = self.cross_block(x, lambda h: (self.cross_attn.forward_groups(h, sizes, crosses, masks),
+                                              None))
+        x, _ = self.ffn_block(x, lambda h: (self.ffn(h), None))
+        return x, new_kv
+
 
 def new_embedding(vocab: int, dim: int) -> nn.Embedding:
     table = nn.Embedding(vocab, dim, padding_idx=PAD)
@@ -252,10 +273,36 @@ class TransformerDecoder(nn.Module):
         return self.norm(x), new_state, weights
 
     def step(self, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
-        cached = "self.0" in state
-        start = state["self.0"][0].size(2) if cached else 0
-        x, state, weights = self.decode(state, prev_tokens[:, None], start, None, cached)
+        x, state, weights = self.decode(state, prev_tokens[:, None], self.decoded(state), None,
+                                        "self.0" in state)
         return self.generator(x[:, 0]), state, weights  # (B, V)
+
+    def step_many(self, states: list[State], prev_tokens: list[Tensor]) -> list[tuple[Tensor, State]]:
+        """`step` for several decoding states (batches that started at different times, with
+        sources of different lengths): embeddings, projections, feed-forward layers and the
+        output layer run once over all their rows; only attention runs per batch."""
+        fused = len(states) > 1 and not recording() and all(
+            type(layer.self_attn) is MultiHeadAttention and type(layer.cross_attn) is MultiHeadAttention
+            for layer in self.layers)
+        if not fused:
+            return [self.step(state, prev)[:2] for state, prev in zip(states, prev_tokens)]
+        sizes = [prev.numel() for prev in prev_tokens]
+        x = torch.cat([self.positions(self.embed(prev[:, None]), self.decoded(state))
+                       for state, prev in zip(states, prev_tokens)])  # (N, 1, D)
+        new_states = [dict(state) for state in states]
+        for i, layer in enumerate(self.layers):
+            x, kvs = layer.step_groups(x, sizes, [state.get(f"self.{i}") for state in states],
+                                       [state[f"cross.{i}"] for state in states],
+                                       [state["mask"] for state in states])
+            for state, kv in zip(new_states, kvs):
+                state[f"self.{i}"] = kv
+        logits = self.generator(self.norm(x)[:, 0])  # (N, V)
+        return list(zip(logits.split(sizes), new_states))
+
+    @staticmethod
+    def decoded(state: State) -> int:
+        """How many target positions a decoding state holds."""
+        return state["self.0"][0].size(2) if "self.0" in state else 0
 
     def features(self, state: State, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
         mask = causal_mask(tgt_in.size(1), tgt_in.device)[None]  # (1, T, T)

@@ -75,6 +75,36 @@ def run_batch(model: Model, key: tuple, items: list) -> list:
     return model.caption(items, *options, attention=True)
 
 
+class TranslationStream:
+    """Plain translation requests (no alignments) decode with continuous batching, through the
+    model's translation session (`Model.translation_session`)."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def accepts(self, key: tuple) -> bool:
+        work, *options = key
+        return work == "translate" and not options[-1]  # alignments: a pass over whole batches
+
+    def add(self, key: tuple, items: list, tags: list) -> list:
+        _, beam, n_best, length_penalty, _ = key
+        return self.session.add(items, tags, beam, n_best, length_penalty)
+
+    def step(self) -> list:
+        return self.session.step()
+
+    def reset(self) -> None:
+        self.session.reset()
+
+    def __len__(self) -> int:
+        return len(self.session)
+
+
+def translation_stream(model: Model) -> TranslationStream | None:
+    session = model.translation_session() if model.task == "translation" else None
+    return TranslationStream(session) if session is not None else None
+
+
 class Service:
     """The models being served, each with its inference worker."""
 
@@ -82,7 +112,8 @@ class Service:
                  window: float = 0.005):
         self.models = models
         self.batchers = {name: Batcher(name, partial(run_batch, model),
-                                       max_batch or model.run.recipe.decode.batch_size, window)
+                                       max_batch or model.run.recipe.decode.batch_size, window,
+                                       stream=translation_stream(model))
                          for name, model in models.items()}
 
     def model(self, name: str | None) -> Model:

@@ -8,6 +8,14 @@ seconds of the last, at most `max_wait` in all) until `max_items` items are wait
 every waiting job with the oldest job's key as one call. While a batch runs, new requests queue
 up, so under load the next batch is already full when the worker comes back.
 
+Work that the model can decode with continuous batching (`stream.accepts(key)`: beam search
+whose batches share forward passes while they run) goes step by step instead. Between two
+decoding steps the waiting jobs of that kind join as a new batch, once there are `min_join`
+items (or the oldest has waited `max_wait`, or nothing is decoding), up to `max_items` items in
+flight; each job is answered as soon as its last item is done. Under load the batch stays
+full, and nobody waits for the slowest sentence of a batch. Other kinds of work are not
+starved: once one has waited `max_wait`, nothing more joins, and the decoding drains.
+
 A batch that fails with a user error is retried job by job, so one bad request cannot fail the
 requests it was batched with; every job is answered exactly once.
 """
@@ -16,31 +24,56 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Protocol
 
 from s2s.errors import UserError
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are equal only to themselves
 class Job:
     key: Hashable
     items: list
     future: asyncio.Future = field(repr=False)
+    arrived: float = 0.0  # event-loop time
+    results: list = field(default_factory=list, repr=False)  # per item, while streaming
+    left: int = 0  # items not done yet, while streaming
+
+
+class Stream(Protocol):
+    """A model's continuous-batching decoder, driven from the inference thread."""
+
+    def accepts(self, key: Hashable) -> bool: ...
+
+    def add(self, key: Hashable, items: list, tags: list) -> list[tuple[object, object]]: ...
+
+    def step(self) -> list[tuple[object, object]]: ...
+
+    def reset(self) -> None: ...
+
+    def __len__(self) -> int: ...
 
 
 class Batcher:
     """One model's inference worker; `run(key, items) -> results` does the work, in order."""
 
     def __init__(self, name: str, run: Callable[[Hashable, list], list], max_items: int = 64,
-                 window: float = 0.005, max_wait: float = 0.05):
-        self.name, self.run = name, run
+                 window: float = 0.005, max_wait: float = 0.05, stream: Stream | None = None,
+                 join_fraction: int = 2, join_wait: float = 0.2):
+        self.name, self.run, self.stream = name, run, stream
         self.max_items, self.window, self.max_wait = max_items, window, max_wait
-        self.batches = 0  # calls of `run` so far
+        self.join_fraction, self.join_wait = join_fraction, join_wait
+        self.batches = 0  # calls of `run` and batches joining the stream so far
         self.jobs = 0  # jobs answered so far
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"s2s-{name}")
+        self._lock = threading.Lock()  # guards the three below, shared with the inference thread
+        self._inbox: list[Job] | None = None  # while decoding runs: jobs that will join it
+        self._other_since: float | None = None  # arrival of the oldest job of another kind since
+        self._closing = False
 
     def start(self) -> None:
         """Start the worker on the running event loop."""
@@ -48,6 +81,7 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._work(), name=f"s2s-{self.name}")
 
     async def stop(self) -> None:
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -55,17 +89,31 @@ class Batcher:
 
     async def submit(self, key: Hashable, items: list) -> list:
         """The results for `items` (one each, in order), computed in a batch with others."""
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(Job(key, list(items), future))
-        return await future
+        loop = asyncio.get_running_loop()
+        job = Job(key, list(items), loop.create_future(), loop.time())
+        with self._lock:
+            joined = self._inbox is not None and self.stream.accepts(key)
+            if joined:
+                self._inbox.append(job)  # decoding is running: join it
+            elif self._inbox is not None and self._other_since is None:
+                self._other_since = job.arrived
+        if not joined:
+            self._queue.put_nowait(job)
+        return await job.future
 
     async def _work(self) -> None:
         waiting: list[Job] = []
         while True:
             if not waiting:
                 waiting.append(await self._queue.get())
+            while not self._queue.empty():
+                waiting.append(self._queue.get_nowait())
+            if self._streams(waiting):
+                waiting = await self._stream(waiting)
+                continue
             await self._collect(waiting)
-            key, size, batch, rest = waiting[0].key, 0, [], []
+            key = next(job.key for job in waiting if not self._streams([job]))
+            size, batch, rest = 0, [], []
             for job in waiting:
                 if job.key == key and (not batch or size + len(job.items) <= self.max_items):
                     batch.append(job)
@@ -74,6 +122,81 @@ class Batcher:
                     rest.append(job)
             waiting = rest
             await self._answer(key, batch)
+
+    def _streams(self, waiting: list[Job]) -> bool:
+        """Whether the waiting jobs go to the stream next: some can, and no other kind of job
+        has waited `max_wait`."""
+        if self.stream is None or not any(self.stream.accepts(job.key) for job in waiting):
+            return False
+        others = [job for job in waiting if not self.stream.accepts(job.key)]
+        return not others or asyncio.get_running_loop().time() - others[0].arrived <= self.max_wait
+
+    async def _stream(self, waiting: list[Job]) -> list[Job]:
+        """Decode on the inference thread while anything is in flight (`_stream_loop`); jobs
+        that can join go straight to it meanwhile. Returns the jobs waiting when it ends."""
+        await self._collect(waiting)
+        with self._lock:
+            self._inbox = [job for job in waiting if self.stream.accepts(job.key)]
+            waiting = [job for job in waiting if not self.stream.accepts(job.key)]
+            self._other_since = waiting[0].arrived if waiting else None
+        loop = asyncio.get_running_loop()
+        left = await loop.run_in_executor(self._thread, self._stream_loop, loop)
+        return sorted(waiting + left, key=lambda job: job.arrived)
+
+    def _stream_loop(self, loop: asyncio.AbstractEventLoop) -> list[Job]:
+        """On the inference thread: between decoding steps, admit the jobs in the inbox as one
+        batch once there are enough (a `join_fraction` of the items in flight) or the oldest
+        has waited `join_wait`; answer each job (on the event loop) when its last item is done.
+        Stops when nothing is in flight or waiting, or another kind of work has waited
+        `max_wait`, and returns the jobs not admitted. The event loop is never between two steps."""
+        flying: list[Job] = []
+        pending: list[Job] = []
+        while True:
+            now = time.monotonic()  # the event loop's clock
+            in_flight = sum(job.left for job in flying)
+            with self._lock:
+                pending += self._inbox
+                self._inbox.clear()
+                starved = self._other_since is not None and now - self._other_since > self.max_wait
+                joining: list[Job] = []
+                if pending and not starved and not self._closing and (
+                        sum(len(job.items) for job in pending) >= max(1, in_flight // self.join_fraction)
+                        or now - pending[0].arrived > self.join_wait):
+                    room = self.max_items - in_flight
+                    for job in pending:
+                        if len(job.items) <= room or (not flying and not joining):
+                            joining.append(job)
+                            room -= len(job.items)
+                    pending = [job for job in pending if job not in joining]
+                if not joining and (not flying or self._closing):
+                    self._inbox = None
+                    return pending
+            for job in joining:
+                job.results, job.left = [None] * len(job.items), len(job.items)
+            answers: list[tuple[Job, list | None, Exception | None]] = []
+            try:
+                done, refused = advance(self.stream, joining)
+            except Exception as e:  # a bug: every request in flight gets a 500
+                self.stream.reset()
+                answers = [(job, None, e) for job in flying + joining]
+                flying, done, refused, joining = [], [], [], []
+            self.batches += len({job.key for job in joining} - {job.key for job, _ in refused})
+            for job, error in refused:
+                joining.remove(job)
+                answers.append((job, None, error))
+            flying += joining
+            for (job, index), result in done:
+                job.results[index] = result
+                job.left -= 1
+                if not job.left:
+                    flying.remove(job)
+                    answers.append((job, job.results, None))
+            if answers:
+                loop.call_soon_threadsafe(self._settle_all, answers)
+
+    def _settle_all(self, answers: list[tuple[Job, list | None, Exception | None]]) -> None:
+        for job, results, error in answers:
+            self._settle(job, results, error)
 
     async def _collect(self, waiting: list[Job]) -> None:
         """Add arriving jobs to `waiting` until enough items share the first job's key, no job
@@ -128,3 +251,31 @@ class Batcher:
             job.future.set_exception(error)
         else:
             job.future.set_result(results)
+
+
+def advance(stream: Stream, joining: list[Job]) -> tuple[list, list]:
+    """On the inference thread: the joining jobs enter `stream`, one batch per kind of work (a
+    batch refused with a user error is retried job by job, and the job at fault is refused),
+    then one decoding step. Returns ((job, index), result) of the items done and (job, error)
+    of the jobs refused."""
+    done, refused = [], []
+    kinds: dict[Hashable, list[Job]] = {}
+    for job in joining:
+        kinds.setdefault(job.key, []).append(job)
+
+    def add(key, jobs):
+        items = [item for job in jobs for item in job.items]
+        return stream.add(key, items, [(job, i) for job in jobs for i in range(len(job.items))])
+
+    for key, jobs in kinds.items():
+        try:
+            done += add(key, jobs)
+        except UserError:
+            for job in jobs:
+                try:
+                    done += add(key, [job])
+                except UserError as e:
+                    refused.append((job, e))
+    if len(stream):
+        done += stream.step()
+    return done, refused
