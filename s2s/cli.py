@@ -293,7 +293,7 @@ def plot(run_dirs, output):
 @click.option("--api-key", help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY); "
               "default: $S2S_API_KEY.")
 @click.option("--max-batch", type=click.IntRange(1),
-              help="Most sentences (or images) per forward pass (default: the run's batch size).")
+              help="Most sentences (or images) decoded at once (default: the run's batch size).")
 @click.option("--window-ms", type=click.FloatRange(0), default=5.0, show_default=True,
               help="How long a batch waits for another request to join it.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
