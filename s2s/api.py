@@ -328,7 +328,7 @@ class TranslationSession:
 
     def reset(self) -> None:
         """Drop every text in flight (after a failure)."""
-        self.stream.searches = []
+        self.stream.clear()
 
     def step(self) -> list[tuple[object, dict]]:
         """One decoding step; (tag, the record `Model.translate` gives) of each text done."""

@@ -97,6 +97,10 @@ class TranslationStream:
                     opts.length_penalty, opts.n_best, opts.coverage_penalty, [tag for _, tag in joining]))
         return done
 
+    def clear(self) -> None:
+        """Drop every sentence in flight."""
+        self.searches = []
+
     def step(self) -> list[tuple[object, list[Translation]]]:
         """One token more for every sentence; (tag, n-best translations) of those done."""
         with torch.inference_mode(), autocast(self.run.device, self.run.precision):

@@ -75,7 +75,7 @@ def run_batch(model: Model, key: tuple, items: list) -> list:
     return model.caption(items, *options, attention=True)
 
 
-class TranslationStream:
+class StreamedTranslation:
     """Plain translation requests (no alignments) decode with continuous batching, through the
     model's translation session (`Model.translation_session`)."""
 
@@ -100,9 +100,9 @@ class TranslationStream:
         return len(self.session)
 
 
-def translation_stream(model: Model) -> TranslationStream | None:
+def streamed_translation(model: Model) -> StreamedTranslation | None:
     session = model.translation_session() if model.task == "translation" else None
-    return TranslationStream(session) if session is not None else None
+    return StreamedTranslation(session) if session is not None else None
 
 
 class Service:
@@ -113,7 +113,7 @@ class Service:
         self.models = models
         self.batchers = {name: Batcher(name, partial(run_batch, model),
                                        max_batch or model.run.recipe.decode.batch_size, window,
-                                       stream=translation_stream(model))
+                                       stream=streamed_translation(model))
                          for name, model in models.items()}
 
     def model(self, name: str | None) -> Model:

@@ -9,12 +9,12 @@ every waiting job with the oldest job's key as one call. While a batch runs, new
 up, so under load the next batch is already full when the worker comes back.
 
 Work that the model can decode with continuous batching (`stream.accepts(key)`: beam search
-whose batches share forward passes while they run) goes step by step instead. Between two
-decoding steps the waiting jobs of that kind join as a new batch, once there are `min_join`
-items (or the oldest has waited `max_wait`, or nothing is decoding), up to `max_items` items in
-flight; each job is answered as soon as its last item is done. Under load the batch stays
-full, and nobody waits for the slowest sentence of a batch. Other kinds of work are not
-starved: once one has waited `max_wait`, nothing more joins, and the decoding drains.
+whose batches share forward passes while they run) goes step by step instead, on the inference
+thread. Between two decoding steps the waiting jobs of that kind join as a new batch, once they
+are at least 1/`join_fraction` of the items in flight (or the oldest has waited `join_wait`, or
+nothing is decoding), up to `max_items` items in flight; each job is answered as soon as its
+last item is done, so nobody waits for the slowest sentence of a batch. Other kinds of work are
+not starved: once one has waited `max_wait`, nothing more joins, and the decoding drains.
 
 A batch that fails with a user error is retried job by job, so one bad request cannot fail the
 requests it was batched with; every job is answered exactly once.
@@ -112,7 +112,7 @@ class Batcher:
                 waiting = await self._stream(waiting)
                 continue
             await self._collect(waiting)
-            key = next(job.key for job in waiting if not self._streams([job]))
+            key = next(job.key for job in waiting if not self._streamable(job))
             size, batch, rest = 0, [], []
             for job in waiting:
                 if job.key == key and (not batch or size + len(job.items) <= self.max_items):
@@ -123,12 +123,15 @@ class Batcher:
             waiting = rest
             await self._answer(key, batch)
 
+    def _streamable(self, job: Job) -> bool:
+        return self.stream is not None and self.stream.accepts(job.key)
+
     def _streams(self, waiting: list[Job]) -> bool:
         """Whether the waiting jobs go to the stream next: some can, and no other kind of job
         has waited `max_wait`."""
-        if self.stream is None or not any(self.stream.accepts(job.key) for job in waiting):
+        if not any(self._streamable(job) for job in waiting):
             return False
-        others = [job for job in waiting if not self.stream.accepts(job.key)]
+        others = [job for job in waiting if not self._streamable(job)]
         return not others or asyncio.get_running_loop().time() - others[0].arrived <= self.max_wait
 
     async def _stream(self, waiting: list[Job]) -> list[Job]:
@@ -136,8 +139,8 @@ class Batcher:
         that can join go straight to it meanwhile. Returns the jobs waiting when it ends."""
         await self._collect(waiting)
         with self._lock:
-            self._inbox = [job for job in waiting if self.stream.accepts(job.key)]
-            waiting = [job for job in waiting if not self.stream.accepts(job.key)]
+            self._inbox = [job for job in waiting if self._streamable(job)]
+            waiting = [job for job in waiting if not self._streamable(job)]
             self._other_since = waiting[0].arrived if waiting else None
         loop = asyncio.get_running_loop()
         left = await loop.run_in_executor(self._thread, self._stream_loop, loop)
@@ -175,7 +178,7 @@ class Batcher:
                 job.results, job.left = [None] * len(job.items), len(job.items)
             answers: list[tuple[Job, list | None, Exception | None]] = []
             try:
-                done, refused = advance(self.stream, joining)
+                done, refused = join_and_step(self.stream, joining)
             except Exception as e:  # a bug: every request in flight gets a 500
                 self.stream.reset()
                 answers = [(job, None, e) for job in flying + joining]
@@ -253,7 +256,7 @@ class Batcher:
             job.future.set_result(results)
 
 
-def advance(stream: Stream, joining: list[Job]) -> tuple[list, list]:
+def join_and_step(stream: Stream, joining: list[Job]) -> tuple[list, list]:
     """On the inference thread: the joining jobs enter `stream`, one batch per kind of work (a
     batch refused with a user error is retried job by job, and the job at fault is refused),
     then one decoding step. Returns ((job, index), result) of the items done and (job, error)
