@@ -273,6 +273,33 @@ def test_the_batcher_streams_joins_and_is_not_starved_or_stopped_by_a_bug():
     assert ["ab", "c"] in batches  # one job, one batch, while the long one ran
 
 
+def test_a_large_request_is_not_starved_by_a_stream_of_small_ones():
+    """Jobs join in arrival order: one that does not fit yet holds back those behind it."""
+    async def scenario():
+        batcher = Batcher("scripted", lambda key, items: items, max_items=8, window=0.001,
+                          stream=ScriptedStream())
+        batcher.start()
+        stop = asyncio.Event()
+
+        async def small_client(steps):
+            while not stop.is_set():
+                await batcher.submit("stream", ["a" * steps])  # finishing at staggered times
+
+        clients = [asyncio.ensure_future(small_client(3 + i)) for i in range(6)]
+        await asyncio.sleep(0.05)
+        before = batcher.jobs
+        big = await asyncio.wait_for(batcher.submit("stream", ["ab"] * 8), 5)
+        overtaken = batcher.jobs - before - 1  # small jobs answered while the big one waited
+        stop.set()
+        await asyncio.gather(*clients)
+        await batcher.stop()
+        return big, overtaken
+
+    big, overtaken = asyncio.run(scenario())
+    assert big == ["AB"] * 8
+    assert overtaken <= 6, overtaken  # only those already decoding when it came
+
+
 def chunks(total: int):
     for _ in range(total // 65536):
         yield b" " * 65536

@@ -166,11 +166,12 @@ class Batcher:
                         sum(len(job.items) for job in pending) >= max(1, in_flight // self.join_fraction)
                         or now - pending[0].arrived > self.join_wait):
                     room = self.max_items - in_flight
-                    for job in pending:
-                        if len(job.items) <= room or (not flying and not joining):
-                            joining.append(job)
-                            room -= len(job.items)
-                    pending = [job for job in pending if job not in joining]
+                    for job in pending:  # in arrival order: none overtakes one that waits for room
+                        if len(job.items) > room and (flying or joining):
+                            break
+                        joining.append(job)
+                        room -= len(job.items)
+                    pending = pending[len(joining):]
                 if not joining and (not flying or self._closing):
                     self._inbox = None
                     return pending
