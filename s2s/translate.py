@@ -43,13 +43,17 @@ class Translation:
     links: str | None = None  # Pharaoh word alignment, when asked for
 
 
+def translations(run: Run, nbest: list) -> list[Translation]:
+    """An n-best list of hypotheses (token ids, score) as text."""
+    texts = run.tokenizer.decode_tgt([h.tokens for h in nbest])
+    return [Translation(t, h.score, h.tokens) for t, h in zip(texts, nbest)]
+
+
 def translate_ids(run: Run, sources: list[list[int]], opts: DecodeOptions) -> list[list[Translation]]:
     """Token ids in, n-best translations out (same order); empty sources give no hypotheses."""
     if run.engine is not None:  # another inference engine searches (CTranslate2)
         found = run.engine.search(sources, opts, run.recipe.decode)
-        return [[Translation(t, h.score, h.tokens)
-                 for t, h in zip(run.tokenizer.decode_tgt([h.tokens for h in nbest]), nbest)]
-                for nbest in found]
+        return [translations(run, nbest) for nbest in found]
     results: list[list[Translation]] = [[] for _ in sources]
     lengths = np.array([len(s) for s in sources])
     rows = np.flatnonzero(lengths > 0)
@@ -62,8 +66,7 @@ def translate_ids(run: Run, sources: list[list[int]], opts: DecodeOptions) -> li
             hyps = decode(run.model, batch.src, batch.src_mask, limit, opts.beam,
                           opts.length_penalty, opts.n_best, opts.coverage_penalty)
         for i, nbest in zip(index.tolist(), hyps):
-            texts = run.tokenizer.decode_tgt([h.tokens for h in nbest])
-            results[i] = [Translation(t, h.score, h.tokens) for t, h in zip(texts, nbest)]
+            results[i] = translations(run, nbest)
     return results
 
 
@@ -106,10 +109,7 @@ class TranslationStream:
         with torch.inference_mode(), autocast(self.run.device, self.run.precision):
             done = step_together(self.run.model, self.searches)
         self.searches = [s for s in self.searches if len(s)]
-        decode_tgt = self.run.tokenizer.decode_tgt
-        return [(tag, [Translation(t, h.score, h.tokens)
-                       for t, h in zip(decode_tgt([h.tokens for h in nbest]), nbest)])
-                for tag, nbest in done]
+        return [(tag, translations(self.run, nbest)) for tag, nbest in done]
 
 
 def encode_sources(run: Run, texts: list[str], first_line: int = 1) -> list[list[int]]:

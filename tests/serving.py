@@ -88,3 +88,12 @@ def multipart(fields: dict, files: dict) -> tuple[bytes, dict]:
                      .encode() + data + b"\r\n")
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def run_clients(count: int, client) -> None:
+    """`client(i)` for i in range(count), each in its own thread, all finished (or 60 s) on return."""
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)

@@ -20,7 +20,7 @@ from s2s.api import load  # noqa: E402
 from s2s.cli import cli  # noqa: E402
 from s2s.serve.app import create_app, load_models, model_names  # noqa: E402
 from s2s.serve.batching import Batcher  # noqa: E402
-from serving import call, free_port, live_server, multipart  # noqa: E402
+from serving import call, free_port, live_server, multipart, run_clients  # noqa: E402
 
 SENTENCE = "Saturday, 4 July 1998"
 DATES = ["Saturday, 4 July 1998", "le 1er juillet 2003", "7/4/98", "3 March 2011",
@@ -148,11 +148,7 @@ def test_concurrent_requests_share_forward_passes(trained_run):
 
     app = create_app({"tiny": model}, window=0.05)
     with live_server(app) as where:
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(requests))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        run_clients(len(requests), client)
         batcher = app.state.service.batchers["tiny"]
         assert batcher.jobs == len(requests)  # each answered once
     assert len(passes) < len(requests) / 2 and sum(passes) == len(requests), passes
@@ -182,11 +178,7 @@ def test_requests_join_a_running_decoding_and_each_gets_its_own_answer(transform
 
     app = create_app({model.name: model}, window=0.002)
     with live_server(app) as where:
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(requests))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        run_clients(len(requests), client)
         assert app.state.service.batchers[model.name].jobs == len(requests)  # each answered once
     for i, (text, beam, align) in enumerate(requests):
         assert len(answers[i]) == 1

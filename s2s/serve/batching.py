@@ -184,10 +184,10 @@ class Batcher:
                 self.stream.reset()
                 answers = [(job, None, e) for job in flying + joining]
                 flying, done, refused, joining = [], [], [], []
-            self.batches += len({job.key for job in joining} - {job.key for job, _ in refused})
             for job, error in refused:
                 joining.remove(job)
                 answers.append((job, None, error))
+            self.batches += len({job.key for job in joining})  # one batch per kind joins
             flying += joining
             for (job, index), result in done:
                 job.results[index] = result
